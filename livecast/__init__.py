@@ -1,0 +1,1 @@
+"""Composition root: configuration, the CLI, and the wiring of the components."""

@@ -1,0 +1,168 @@
+"""Wires the components into one process: database, RTMP ingest, stream
+registry, LL-HLS packaging, the HTTP listener (origin, player page, API,
+metrics, health)."""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+from aiohttp import web
+
+from ingest.limits import IngestLimits
+from ingest.registry import StreamRegistry
+from ingest.server import RtmpServer
+from livecast.authority import DatabaseAuthority
+from livecast.config import data_dir as config_data_dir
+from livecast.http import HEALTH, healthz
+from storage.database import Database, sqlite_url
+from storage.lives import reset_crashed_lives
+from storage.segments import SegmentStore
+from transcoder.hls_settings import HlsSettings
+from transcoder.packaging import PackagingService
+from origin.hls import add_hls_routes
+
+log = logging.getLogger(__name__)
+
+
+def ingest_limits(rtmp: SimpleNamespace) -> IngestLimits:
+    return IngestLimits(
+        handshake_timeout=rtmp.handshake_timeout_s,
+        publish_timeout=rtmp.publish_timeout_s,
+        first_media_timeout=rtmp.first_media_timeout_s,
+        idle_timeout=rtmp.idle_timeout_s,
+        max_message_size=rtmp.max_message_bytes,
+        max_chunk_streams=rtmp.max_chunk_streams,
+        max_connections=rtmp.max_connections,
+        max_connections_per_address=rtmp.max_connections_per_address,
+        failed_publishes_per_minute=rtmp.failed_publishes_per_minute,
+    )
+
+
+def hls_settings(hls: SimpleNamespace) -> HlsSettings:
+    return HlsSettings(
+        target_duration_ms=hls.target_duration_ms,
+        part_target_ms=hls.part_target_ms,
+        window_segments=hls.window_segments,
+    )
+
+
+class Livecast:
+    """The whole server in one process. `await start()`, then `await stop()`."""
+
+    def __init__(self, config: SimpleNamespace) -> None:
+        self.config = config
+        self.data_dir: Path = config_data_dir(config)
+        self.db = Database(config.database.url or sqlite_url(self.data_dir))
+        self.registry = StreamRegistry(end_grace_s=config.hls.end_grace_s)
+        self.authority = DatabaseAuthority(self.db, self.registry, app_name=config.rtmp.app)
+        self.rtmp = RtmpServer(self.authority, self.registry, limits=ingest_limits(config.rtmp), app_name=config.rtmp.app)
+        self.store = SegmentStore(self.data_dir / "hls")
+        self.packaging = PackagingService(self.store, hls_settings(config.hls))
+        self.registry.add_listener(self._on_hub)
+        self.http_app = web.Application(client_max_size=config.http.max_body_bytes)
+        self._runner: web.AppRunner | None = None
+        self._site: web.SockSite | None = None
+        self._http_socket: socket.socket | None = None
+        self._started = time.monotonic()
+
+    # -- wiring -----------------------------------------------------------
+    def _on_hub(self, hub) -> None:
+        room_id = self.authority.room_of(hub.live_id)
+        if room_id is None:
+            log.error("no room known for live %d; not packaging it", hub.live_id)
+            return
+        self.packaging.start(room_id, hub)
+
+    def streams(self) -> list[dict]:
+        listing = []
+        for stream in self.registry.streams():
+            room_id = self.authority.room_of(stream["live_id"])
+            listing.append({**stream, "room_id": room_id, "renditions": self.packaging.renditions(room_id)})
+        return listing
+
+    def health(self) -> dict:
+        return {
+            "status": "ok",
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "rtmp_connections": self.rtmp.connection_count,
+            "streams": len(self.registry.streams()),
+        }
+
+    @property
+    def public_url(self) -> str:
+        if self.config.server.public_url:
+            return self.config.server.public_url.rstrip("/")
+        host = self.config.http.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        return f"http://{host}:{self.http_port}"
+
+    @property
+    def rtmp_url(self) -> str:
+        host = self.config.rtmp.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        return f"rtmp://{host}:{self.rtmp_port}/{self.config.rtmp.app}"
+
+    @property
+    def rtmp_port(self) -> int:
+        return self.rtmp.port
+
+    @property
+    def http_port(self) -> int:
+        return self._http_socket.getsockname()[1] if self._http_socket else 0
+
+    def _build_http(self) -> None:
+        app = self.http_app
+        app[HEALTH] = self.health
+        app.router.add_get("/healthz", healthz)
+        add_hls_routes(app, self.packaging)
+        try:
+            from origin.watch import add_watch_routes
+        except ImportError:
+            pass
+        else:
+            add_watch_routes(app, self.db)
+        try:
+            from control_api import ApiContext, mount_api
+        except ImportError:
+            pass
+        else:
+            mount_api(
+                app,
+                ApiContext(
+                    db=self.db,
+                    config=self.config,
+                    data_dir=self.data_dir,
+                    public_url=self.public_url,
+                    rtmp_url=self.rtmp_url,
+                    drop_live=self.registry.drop,
+                    streams=self.streams,
+                ),
+            )
+
+    # -- lifecycle --------------------------------------------------------
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.db.create_all()
+        reset = await reset_crashed_lives(self.db)
+        if reset:
+            log.warning("%d live(s) left on air by a crash were reset to idle", reset)
+        await self.rtmp.start(self.config.rtmp.host, self.config.rtmp.port)
+        # The API's URLs need the listener's port (port 0 in tests): bind the
+        # socket first, then build the routes, then serve on it.
+        self._http_socket = socket.create_server((self.config.http.host, self.config.http.port))
+        self._build_http()
+        self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        self._site = web.SockSite(self._runner, self._http_socket)
+        await self._site.start()
+
+    async def stop(self) -> None:
+        await self.rtmp.stop()
+        await self.registry.close()
+        await self.packaging.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.db.dispose()

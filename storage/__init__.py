@@ -1,0 +1,1 @@
+"""Persistence: the SQLAlchemy models and sessions, and the segment store."""
