@@ -17,6 +17,7 @@ from ingest.server import RtmpServer
 from livecast.authority import DatabaseAuthority
 from livecast.config import data_dir as config_data_dir
 from livecast.http import HEALTH, healthz
+from livecast.metrics import METRICS, metrics_handler
 from storage.database import Database, sqlite_url
 from storage.lives import reset_crashed_lives
 from storage.segments import SegmentStore
@@ -91,6 +92,19 @@ class Livecast:
             "streams": len(self.registry.streams()),
         }
 
+    def metric_families(self) -> list:
+        streams = self.streams()
+        per_stream = lambda key: [  # noqa: E731
+            ({"room": s["room_id"] or "", "live": str(s["live_id"])}, s.get(key) or 0) for s in streams
+        ]
+        return [
+            ("livecast_rtmp_connections", "gauge", "Open RTMP connections.", [({}, self.rtmp.connection_count)]),
+            ("livecast_streams", "gauge", "Lives on air.", [({}, len(streams))]),
+            ("livecast_stream_bitrate_kbps", "gauge", "Ingest bitrate of each live.", per_stream("bitrate_kbps")),
+            ("livecast_stream_fps", "gauge", "Ingest video frame rate of each live.", per_stream("fps")),
+            ("livecast_stream_uptime_seconds", "gauge", "Time since the publish started.", per_stream("uptime_s")),
+        ]
+
     @property
     def public_url(self) -> str:
         if self.config.server.public_url:
@@ -117,6 +131,8 @@ class Livecast:
         app = self.http_app
         app[HEALTH] = self.health
         app.router.add_get("/healthz", healthz)
+        app[METRICS] = self.metric_families
+        app.router.add_get("/metrics", metrics_handler)
         add_hls_routes(app, self.packaging)
         try:
             from origin.watch import add_watch_routes
