@@ -3,6 +3,7 @@ registry, LL-HLS packaging, the HTTP listener (origin, player page, API,
 metrics, health)."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -20,9 +21,13 @@ from livecast.http import HEALTH, healthz
 from livecast.metrics import METRICS, metrics_handler
 from storage.database import Database, sqlite_url
 from storage.lives import reset_crashed_lives
+from storage.models import LiveOption
 from storage.segments import SegmentStore
 from transcoder.hls_settings import HlsSettings
+from transcoder.ladder import parse_ladder
 from transcoder.packaging import PackagingService
+from transcoder.thumbnails import THUMBNAIL_FILE, ThumbnailPool, Thumbnailer
+from transcoder.transcode import TranscodeSettings, Transcoder
 from origin.hls import add_hls_routes
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,12 @@ class Livecast:
         self.store = SegmentStore(self.data_dir / "hls")
         self.packaging = PackagingService(self.store, hls_settings(config.hls))
         self.registry.add_listener(self._on_hub)
+        self.ladder = parse_ladder(config.transcode.ladder)
+        self.transcode_settings = TranscodeSettings.from_config(config.transcode)
+        self.thumbnail_pool = ThumbnailPool()
+        self._transcoders: dict[str, Transcoder] = {}
+        self._thumbnailers: dict[str, Thumbnailer] = {}
+        self._background: set[asyncio.Task] = set()
         self.http_app = web.Application(client_max_size=config.http.max_body_bytes)
         self._runner: web.AppRunner | None = None
         self._site: web.SockSite | None = None
@@ -76,12 +87,42 @@ class Livecast:
             log.error("no room known for live %d; not packaging it", hub.live_id)
             return
         self.packaging.start(room_id, hub)
+        t = self.config.transcode
+        thumbnailer = Thumbnailer(room_id, hub, self.store, self.thumbnail_pool,
+                                  interval_s=t.thumbnail_interval_s, width=t.thumbnail_width)
+        thumbnailer.start()
+        self._thumbnailers[room_id] = thumbnailer
+        if t.enabled and self.ladder:
+            task = asyncio.get_running_loop().create_task(self._start_transcoder(room_id, hub))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _start_transcoder(self, room_id: str, hub) -> None:
+        async with self.db.session() as session:
+            option = await session.get(LiveOption, hub.live_id)
+        if option is not None and option.passthrough_only:
+            log.info("%s: passthrough only, no ABR ladder", room_id)
+            return
+        if hub.closed:
+            return
+        transcoder = Transcoder(
+            room_id, hub, self.ladder, self.transcode_settings,
+            lambda name, queue: self.packaging.start_rendition(room_id, name, queue),
+        )
+        transcoder.start()
+        self._transcoders[room_id] = transcoder
 
     def streams(self) -> list[dict]:
         listing = []
         for stream in self.registry.streams():
             room_id = self.authority.room_of(stream["live_id"])
-            listing.append({**stream, "room_id": room_id, "renditions": self.packaging.renditions(room_id)})
+            transcoder = self._transcoders.get(room_id)
+            listing.append({
+                **stream,
+                "room_id": room_id,
+                "renditions": sorted(self.packaging.outputs(room_id)),
+                "transcoder": transcoder.status() if transcoder else None,
+            })
         return listing
 
     def health(self) -> dict:
@@ -104,6 +145,11 @@ class Livecast:
             ("livecast_stream_fps", "gauge", "Ingest video frame rate of each live.", per_stream("fps")),
             ("livecast_stream_uptime_seconds", "gauge", "Time since the publish started.", per_stream("uptime_s")),
         ]
+
+    def thumbnail_url(self, room_id: str) -> str | None:
+        if self.store.valid_id(room_id) and (self.store.room_dir(room_id) / THUMBNAIL_FILE).is_file():
+            return f"{self.public_url}/live/{room_id}/thumbnail.jpg"
+        return None
 
     @property
     def public_url(self) -> str:
@@ -155,6 +201,7 @@ class Livecast:
                     rtmp_url=self.rtmp_url,
                     drop_live=self.registry.drop,
                     streams=self.streams,
+                    thumbnail_url=self.thumbnail_url,
                 ),
             )
 
@@ -178,7 +225,13 @@ class Livecast:
     async def stop(self) -> None:
         await self.rtmp.stop()
         await self.registry.close()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*(t.stop() for t in self._transcoders.values()), return_exceptions=True)
+        await asyncio.gather(*(t.stop() for t in self._thumbnailers.values()), return_exceptions=True)
         await self.packaging.stop()
+        self.thumbnail_pool.shutdown()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.db.dispose()

@@ -163,3 +163,16 @@ class ReportEvent(Base):
     report_user_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
     reported_user_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class LiveBlock(Base):
+    """Who blocked a live and why, while it is blocked: a producer may lift
+    only a block they set themselves, not one set by moderation (an admin,
+    the report threshold, a suspension)."""
+
+    __tablename__ = "api_live_blocks"
+
+    live_id: Mapped[int] = mapped_column(ForeignKey("lives.live_id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))   # producer, admin, reports, suspension
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

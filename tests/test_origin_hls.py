@@ -1,0 +1,263 @@
+"""HLS origin over a real aiohttp server: headers, blocking reload, delta
+updates, preload-hinted parts, errors."""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+
+import m3u8
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+import hls_media
+from ingest.frames import AUDIO, VIDEO, Frame, StreamEnd, StreamStart
+from origin.hls import add_hls_routes
+from storage.segments import SegmentStore
+from transcoder.hls_settings import HlsSettings
+from transcoder.packaging import PackagingService
+
+ROOM = "room42"
+SETTINGS = HlsSettings(target_duration_ms=1000, part_target_ms=250, max_segment_ms=1000, window_segments=30)
+BASE = f"/live/{ROOM}"
+
+
+class FeedConsumer:
+    """A hub-like consumer fed by the test; None ends the live."""
+
+    def __init__(self):
+        self.queue: asyncio.Queue = asyncio.Queue()
+
+    async def get(self):
+        return await self.queue.get()
+
+    def feed(self, items):
+        for it in items:
+            self.queue.put_nowait(it)
+
+
+def frames(seconds: float, t0: int = 500, fps: int = 10, gop: int = 10):
+    n = int(seconds * fps)
+    out = [Frame(VIDEO, "h264", t0 + i * 100, t0 + i * 100, i % gop == 0, b"\0\0\0\x02\x65\x88" + bytes(400))
+           for i in range(n)]
+    out += [Frame(AUDIO, "aac", t0 + i * 1024 * 1000 // 48000, t0 + i * 1024 * 1000 // 48000, True, b"\x21" * 50)
+            for i in range(int(seconds * 48000) // 1024)]
+    return hls_media.interleave(out)
+
+
+@pytest.fixture(scope="module")
+def configs():
+    vc, _ = hls_media.h264(0.1)
+    ac, _ = hls_media.aac(0.1)
+    return vc, ac
+
+
+@pytest.fixture
+async def live(tmp_path, configs):
+    store = SegmentStore(tmp_path / "hls")
+    service = PackagingService(store, SETTINGS)
+    app = web.Application()
+    add_hls_routes(app, service)
+    client = TestClient(TestServer(app, host="127.0.0.1", port=0))
+    await client.start_server()
+    feed = FeedConsumer()
+    out = service.start_rendition(ROOM, "source", feed)
+    feed.feed([StreamStart(1, 1), *configs])
+    try:
+        yield client, feed, out
+    finally:
+        feed.feed([None])
+        await service.stop()
+        await client.close()
+
+
+async def until(out, pred, timeout=10):
+    assert await out.wait_until(pred, timeout), "condition not reached"
+
+
+async def test_room_not_live_is_404_json(live):
+    client, _feed, _out = live
+    for path in ("/live/nobody/master.m3u8", "/live/nobody/source/index.m3u8", "/live/nobody/source/seg1.m4s"):
+        r = await client.get(path)
+        assert r.status == 404
+        body = await r.json()
+        assert body["error"] == "not_live" and body["message"]
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_playlists_and_files_headers(live):
+    client, feed, out = live
+    feed.feed(frames(3.0))
+    await until(out, lambda: out.playlist is not None and len(out.playlist.segments) >= 2)
+    while not feed.queue.empty():  # let the packager settle so the playlist is stable
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+
+    r = await client.get(f"{BASE}/master.m3u8")
+    assert r.status == 200 and r.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+    master = m3u8.loads(await r.text())
+    (variant,) = master.playlists
+    assert variant.uri == "source/index.m3u8"
+    assert variant.stream_info.codecs == "avc1.64000d,mp4a.40.2"
+    assert variant.stream_info.resolution == (320, 240)
+    assert variant.stream_info.bandwidth > 0 and variant.stream_info.average_bandwidth > 0
+    assert variant.stream_info.frame_rate == pytest.approx(10.0, abs=0.1)
+
+    r = await client.get(f"{BASE}/source/index.m3u8", headers={"Accept-Encoding": "identity"})
+    assert r.status == 200
+    h = r.headers
+    assert h["Content-Type"] == "application/vnd.apple.mpegurl"
+    assert h["Cache-Control"] == "public, max-age=1"
+    assert h["Access-Control-Allow-Origin"] == "*" and h["ETag"] and h["Last-Modified"]
+    text = await r.text()
+    pl = m3u8.loads(text)
+    assert pl.segments and pl.preload_hint is not None
+    r304 = await client.get(f"{BASE}/source/index.m3u8",
+                            headers={"If-None-Match": h["ETag"], "Accept-Encoding": "identity"})
+    assert r304.status == 304
+
+    rz = await client.get(f"{BASE}/source/index.m3u8", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert rz.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(await rz.read()).decode().startswith("#EXTM3U")
+
+    init_uri, seg_uri, part_uri = pl.segments[0].init_section.uri, pl.segments[0].uri, pl.segments[0].parts[0].uri
+    r = await client.get(f"{BASE}/source/{init_uri}")
+    assert r.status == 200 and r.headers["Content-Type"] == "video/mp4"
+    assert "immutable" in r.headers["Cache-Control"] and r.headers["ETag"] and r.headers["Last-Modified"]
+    seg = await (await client.get(f"{BASE}/source/{seg_uri}")).read()
+    r = await client.get(f"{BASE}/source/{part_uri}")
+    assert r.headers["Content-Type"] == "video/iso.segment" and seg.startswith(await r.read())
+    r = await client.head(f"{BASE}/source/{seg_uri}")
+    assert r.status == 200 and int(r.headers["Content-Length"]) == len(seg) and await r.read() == b""
+    r = await client.get(f"{BASE}/source/{seg_uri}", headers={"Range": "bytes=0-99"})
+    assert r.status == 206 and await r.read() == seg[:100]
+    r = await client.options(f"{BASE}/source/{seg_uri}")
+    assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "*"
+
+    for bad in ("state.json", "index.m3u8x", "evil.txt", "seg1.m4s.tmp", "..%2Fstate.json"):
+        r = await client.get(f"{BASE}/source/{bad}")
+        assert r.status == 404, bad
+    assert (await client.get(f"{BASE}/nosuch/index.m3u8")).status == 404
+
+
+async def test_blocking_reload_returns_when_the_part_is_written(live):
+    client, feed, out = live
+    feed.feed(frames(1.5))
+    await until(out, lambda: out.playlist is not None and out.playlist.last_part() is not None
+                and out.playlist.segments)
+    await asyncio.sleep(0.1)
+    msn, part = out.playlist.last_part()
+    want = (msn, part + 1)
+    req = asyncio.create_task(client.get(f"{BASE}/source/index.m3u8?_HLS_msn={want[0]}&_HLS_part={want[1]}"))
+    await asyncio.sleep(0.3)
+    assert not req.done()  # held: the part does not exist yet
+    feed.feed(frames(1.0, t0=500 + 1500))
+    t_fed = time.monotonic()
+    r = await asyncio.wait_for(req, 5)
+    assert time.monotonic() - t_fed < 2
+    assert r.status == 200
+    assert r.headers["Cache-Control"] == f"public, max-age={6 * SETTINGS.playlist_target_duration_s}"
+    pl = m3u8.loads(await r.text())
+    uris = [p.uri for s in pl.segments for p in s.parts] + [p.uri for p in getattr(pl, "parts", [])]
+    text_has = f"seg{want[0]}.{want[1]}.m4s" in await r.text() or f"seg{want[0] + 1}.0.m4s" in await r.text()
+    assert text_has, uris
+
+
+async def test_bad_blocking_requests_are_400(live):
+    client, feed, out = live
+    feed.feed(frames(1.5))
+    await until(out, lambda: out.playlist is not None and bool(out.playlist.segments))
+    last = out.playlist.next_msn - 1
+    r = await client.get(f"{BASE}/source/index.m3u8?_HLS_msn={last + 3}")
+    assert r.status == 400 and (await r.json())["error"] == "bad_request"
+    r = await client.get(f"{BASE}/source/index.m3u8?_HLS_part=1")
+    assert r.status == 400
+    r = await client.get(f"{BASE}/source/index.m3u8?_HLS_msn=abc")
+    assert r.status == 400
+    r = await client.get(f"{BASE}/source/index.m3u8?_HLS_msn={last}")  # already there: immediate
+    assert r.status == 200
+
+
+async def test_held_request_released_when_stream_ends(live):
+    client, feed, out = live
+    feed.feed(frames(1.5))
+    await until(out, lambda: out.playlist is not None and bool(out.playlist.segments))
+    req = asyncio.create_task(client.get(f"{BASE}/source/index.m3u8?_HLS_msn={out.playlist.next_msn + 1}&_HLS_part=0"))
+    await asyncio.sleep(0.3)
+    assert not req.done()
+    feed.feed([StreamEnd(1, 1, "unpublish"), None])  # publisher gone, grace over: live ends
+    r = await asyncio.wait_for(req, 5)
+    assert r.status == 200
+    assert m3u8.loads(await r.text()).is_endlist
+
+
+async def test_blocking_timeout_is_503(live):
+    client, feed, out = live
+    feed.feed(frames(1.5))
+    await until(out, lambda: out.playlist is not None and out.playlist.last_part() is not None)
+    await asyncio.sleep(0.2)
+    msn, part = out.playlist.last_part()
+    t0 = time.monotonic()
+    r = await client.get(f"{BASE}/source/index.m3u8?_HLS_msn={msn}&_HLS_part={part + 1}")
+    assert r.status == 503
+    assert time.monotonic() - t0 >= SETTINGS.blocking_timeout_ms / 1000 - 0.1
+
+
+async def test_preload_hinted_part_blocks_until_complete(live):
+    client, feed, out = live
+    feed.feed(frames(1.2))
+    await until(out, lambda: out.playlist is not None and out.playlist.last_part() is not None)
+    await asyncio.sleep(0.2)
+    hint = out.playlist.preload_hint()
+    req = asyncio.create_task(client.get(f"{BASE}/source/{hint}"))
+    await asyncio.sleep(0.3)
+    assert not req.done()
+    feed.feed(frames(1.0, t0=500 + 1200))
+    r = await asyncio.wait_for(req, 5)
+    if r.status == 200:  # the hinted part was published
+        assert r.headers["Content-Type"] == "video/iso.segment"
+        assert await r.read() == (await (await client.get(f"{BASE}/source/{hint}")).read())
+    else:  # a segment boundary came first: the hint is void (bis 6.2.6)
+        assert r.status == 404
+
+
+async def test_delta_update_with_skip(live):
+    client, feed, out = live
+    feed.feed(frames(12.0))
+    await until(out, lambda: out.playlist is not None and len(out.playlist.segments) >= 11)
+    full = m3u8.loads(await (await client.get(f"{BASE}/source/index.m3u8")).text())
+    r = await client.get(f"{BASE}/source/index.m3u8?_HLS_skip=YES")
+    text = await r.text()
+    delta = m3u8.loads(text)
+    assert "#EXT-X-VERSION:9" in text
+    assert delta.skip.skipped_segments > 0
+    assert delta.media_sequence == full.media_sequence
+    # The first listed segment is the one after the skipped ones (the media
+    # sequence still counts the skipped ones); the packager may have moved on
+    # between the two requests, so compare by MSN, not with `full`.
+    listed = [s.uri for s in delta.segments if s.uri]
+    first = delta.media_sequence + delta.skip.skipped_segments
+    assert listed == [f"seg{first + i}.m4s" for i in range(len(listed))]
+
+
+async def test_service_start_packages_from_a_real_stream_hub(tmp_path, configs):
+    from ingest.hub import StreamHub
+
+    store = SegmentStore(tmp_path / "hls")
+    service = PackagingService(store, SETTINGS)
+    hub = StreamHub(7)
+    try:
+        service.start("hubroom", hub)
+        for item in [StreamStart(7, 1), *configs, *frames(2.5)]:
+            hub.publish(item)
+        out = service.outputs("hubroom")["source"]
+        await until(out, lambda: out.playlist is not None and len(out.playlist.segments) >= 1)
+        hub.publish(StreamEnd(7, 1, "unpublish"))
+        hub.close()  # the live is over for good: the consumer returns None
+        await until(out, lambda: out.done)
+        assert out.playlist.ended
+        text = store.read("hubroom", "source", "index.m3u8").decode()
+        assert m3u8.loads(text).is_endlist
+    finally:
+        await service.stop()

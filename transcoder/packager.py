@@ -1,0 +1,418 @@
+"""The LL-HLS packager of one rendition of one room: hub items in, fMP4
+init/parts/segments and a live media playlist out.
+
+Pipeline: Frame (ms) -> timescale conversion (the one place: video 90 kHz,
+audio counted in samples) -> one-sample hold-back (a sample's duration is the
+next dts minus its own, fmp4.md §4) -> Segmenter (where to cut) -> fMP4 bytes
+written through the SegmentStore -> MediaPlaylist updated only after the
+bytes are on disk (bis 6.2.1) -> waiters notified.
+
+Reconnects (StreamEnd then StreamStart) continue the same playlist after an
+EXT-X-DISCONTINUITY, with a new init segment when the codec config changed;
+the media timeline continues where the previous publisher stopped, and the
+MSN never goes back, even across server restarts (state.json on disk).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from ingest.frames import AUDIO, VIDEO, CodecConfig, Frame, StreamEnd, StreamStart
+from storage.segments import SegmentStore
+from transcoder.codecs import codec_string
+from transcoder.fmp4 import VIDEO_TIMESCALE, Sample, Track, audio_track, init_segment, media_fragment
+from transcoder.hls_settings import HlsSettings
+from transcoder.playlist import MediaPlaylist, init_uri, part_uri, segment_uri
+from transcoder.segmenter import PartReady, Segmenter, SegmentReady
+
+log = logging.getLogger(__name__)
+
+VIDEO_TRACK_ID = 1
+AUDIO_TRACK_ID = 2
+AAC_FRAME_SAMPLES = 1024  # samples per AAC frame (ISO 14496-3; 960 is not used by RTMP encoders)
+PLAYLIST_FILE = "index.m3u8"
+STATE_FILE = "state.json"
+SUPPORTED = {VIDEO: {"h264", "hevc"}, AUDIO: {"aac"}}
+
+
+class Consumer(Protocol):
+    async def get(self) -> Any: ...
+
+
+def to_90k(ticks: int, timescale: int) -> int:
+    """Track ticks -> 90 kHz, rounded; applied to absolute positions only,
+    so differences of converted positions never drift."""
+    return (ticks * VIDEO_TIMESCALE * 2 + timescale) // (2 * timescale)
+
+
+def from_90k(ticks90: int, timescale: int) -> int:
+    """90 kHz -> track ticks, rounded up (a new session never starts before
+    the previous one ended)."""
+    return -(-ticks90 * timescale // VIDEO_TIMESCALE)
+
+
+@dataclass
+class RenditionOutput:
+    """What the origin reads for one rendition; `changed` is notified after
+    every playlist change (new part, segment, end)."""
+
+    room_id: str
+    rendition: str
+    playlist: MediaPlaylist | None = None
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    version: int = 0
+    codecs: str = ""
+    width: int = 0
+    height: int = 0
+    frame_rate_milli: int = 0
+    peak_bandwidth: int = 0
+    average_bandwidth: int = 0
+    done: bool = False  # the packager task is over (ENDLIST or failure)
+    modified_at: float = field(default_factory=time.time)  # Last-Modified of the playlist
+
+    async def notify(self) -> None:
+        async with self.changed:
+            self.version += 1
+            self.modified_at = time.time()
+            self.changed.notify_all()
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait (without polling) until predicate() or the packager is done;
+        False on timeout."""
+        async with self.changed:
+            try:
+                await asyncio.wait_for(self.changed.wait_for(lambda: predicate() or self.done), timeout)
+            except TimeoutError:
+                return False
+        return predicate()
+
+
+@dataclass(slots=True)
+class _Held:
+    dts: int
+    cto: int
+    sync: bool
+    data: bytes
+
+
+class Packager:
+    def __init__(
+        self,
+        room_id: str,
+        rendition: str,
+        store: SegmentStore,
+        settings: HlsSettings = HlsSettings(),
+        *,
+        wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        store.rendition_dir(room_id, rendition)  # validates the ids
+        self.room_id = room_id
+        self.rendition = rendition
+        self.store = store
+        self.settings = settings
+        self._wall_ms = wall_clock_ms
+        self._monotonic = monotonic
+        self.output = RenditionOutput(room_id, rendition)
+        self.playlist: MediaPlaylist | None = None
+        # Per session / per track-set state.
+        self._configs: dict[str, CodecConfig] = {}
+        self._tracks: dict[str, Track] = {}
+        self._map_uri: str | None = None
+        self._tracks_ready = False
+        self._session_fresh = True
+        self._segmenter: Segmenter | None = None
+        self._held: dict[str, _Held] = {}
+        self._last_duration: dict[str, int] = {}
+        self._base_ms = 0
+        self._offset: dict[str, int] = {}
+        self._audio_next: int | None = None
+        self._timeline_end90 = 0  # end of all media so far, 90 kHz
+        self._pdt_anchor = (0, 0)  # (wall ms, 90 kHz position)
+        self._last_pdt_ms = 0
+        self._fragment_seq = 0
+        self._seg_parts: list[bytes] = []
+        self._seg_start90: int | None = None
+        self._deletes: collections.deque[tuple[float, list[str]]] = collections.deque()
+        # Stats for the multivariant playlist.
+        self._bytes_total = 0
+        self._dur_total90 = 0
+        self._video_frames = 0
+        self._video_dur90 = 0
+
+    # ------------------------------------------------------------------ run
+    async def run(self, consumer: Consumer) -> None:
+        await self._load_state()
+        try:
+            while True:
+                item = await consumer.get()
+                if item is None:
+                    break
+                if isinstance(item, Frame):
+                    await self._on_frame(item)
+                elif isinstance(item, CodecConfig):
+                    await self._on_config(item)
+                elif isinstance(item, StreamStart):
+                    await self._on_start(item)
+                elif isinstance(item, StreamEnd):
+                    await self._flush()
+                    self._session_fresh = True
+            await self._flush()
+            self.playlist.end()
+            await self._write_playlist()
+            log.info("%s/%s: live ended at msn %d", self.room_id, self.rendition, self.playlist.next_msn)
+        finally:
+            self.output.done = True
+            if self.playlist is not None and not self.playlist.ended:
+                self.playlist.end()  # release blocked viewers even on failure/cancel
+            await asyncio.shield(self.output.notify())
+
+    async def _load_state(self) -> None:
+        raw = await self.store.aread(self.room_id, self.rendition, STATE_FILE)
+        first_msn, disc = 0, 0
+        if raw:
+            try:
+                state = json.loads(raw)
+                first_msn = int(state["next_msn"])
+                # A restart is a discontinuity for any client that saw the old playlist.
+                disc = int(state["discontinuity_sequence"]) + 1
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s/%s: unreadable %s, starting at msn 0", self.room_id, self.rendition, STATE_FILE)
+        stale = [n for n in await asyncio.to_thread(self.store.list, self.room_id, self.rendition) if n != STATE_FILE]
+        if stale:
+            await self.store.adelete_many(self.room_id, self.rendition, stale)
+        s = self.settings
+        self.playlist = MediaPlaylist(
+            timescale=VIDEO_TIMESCALE,
+            target_duration_s=s.playlist_target_duration_s,
+            part_target=s.part_target_ms * 90,
+            window_segments=s.window_segments,
+            first_msn=first_msn,
+            discontinuity_sequence=disc,
+        )
+        self.output.playlist = self.playlist
+        await self._write_state()
+
+    # ------------------------------------------------------------- hub items
+    async def _on_start(self, item: StreamStart) -> None:
+        await self._flush()
+        self._session_fresh = True
+        self._configs.clear()
+
+    async def _on_config(self, cfg: CodecConfig) -> None:
+        if cfg.codec not in SUPPORTED.get(cfg.kind, ()):
+            log.warning("%s/%s: unsupported %s codec %r ignored", self.room_id, self.rendition, cfg.kind, cfg.codec)
+            return
+        old = self._configs.get(cfg.kind)
+        self._configs[cfg.kind] = cfg
+        if self._tracks_ready and (old is None or old.record != cfg.record):
+            # New decoder config mid-session: close what we have; the next
+            # frame builds a new init segment behind a DISCONTINUITY.
+            await self._flush()
+
+    async def _on_frame(self, f: Frame) -> None:
+        if f.kind not in self._configs or not f.data:
+            return  # no decoder config yet, or an empty frame: undecodable
+        if not self._tracks_ready:
+            if VIDEO in self._configs and not (f.kind == VIDEO and f.keyframe):
+                return  # start every track set on a video keyframe (Apple 7.4)
+            await self._build_tracks(f)
+        kind = f.kind
+        if kind not in self._tracks:
+            return
+        if kind == VIDEO:
+            dts = self._offset[VIDEO] + (f.dts - self._base_ms) * 90
+            cto = (f.pts - f.dts) * 90
+        else:
+            rate = self._tracks[AUDIO].timescale
+            expected = self._offset[AUDIO] + (f.dts - self._base_ms) * rate // 1000
+            # Count samples; re-anchor only when the ms clock disagrees by
+            # more than half a frame (fmp4.md §4: RTMP ms jitter).
+            if self._audio_next is None or abs(expected - self._audio_next) > AAC_FRAME_SAMPLES // 2:
+                self._audio_next = expected
+            dts = self._audio_next
+            self._audio_next += AAC_FRAME_SAMPLES
+            cto = 0
+        if dts < self._offset[kind]:
+            return  # before the session's first keyframe
+        prev = self._held.get(kind)
+        if prev is not None:
+            if dts <= prev.dts:
+                log.debug("non-increasing %s dts dropped", kind)
+                return
+            # A gap (the hub skipped frames for a slow consumer, or the
+            # encoder stalled) must not become one huge sample that breaks
+            # TARGETDURATION: cap it at one part; tfdt then jumps instead.
+            cap = self.settings.part_target_ms * self._tracks[kind].timescale // 1000
+            await self._push(kind, prev, min(dts - prev.dts, cap))
+        self._held[kind] = _Held(dts, cto, f.keyframe or kind == AUDIO, f.data)
+
+    async def _build_tracks(self, first: Frame) -> None:
+        tracks: dict[str, Track] = {}
+        v = self._configs.get(VIDEO)
+        if v is not None:
+            tracks[VIDEO] = Track(VIDEO_TRACK_ID, VIDEO, v.codec, VIDEO_TIMESCALE, v.record, v.width, v.height)
+        a = self._configs.get(AUDIO)
+        if a is not None:
+            tracks[AUDIO] = audio_track(AUDIO_TRACK_ID, a.record, a.sample_rate, a.channels)
+        if self._session_fresh:
+            # Timeline of a new publisher: its first frame lands where the
+            # previous media ended (continuous tfdt, DISCONTINUITY marks it).
+            self._base_ms = first.dts
+            start90 = self._timeline_end90
+            self._offset = {k: from_90k(start90, t.timescale) for k, t in tracks.items()}
+            self._audio_next = None
+            wall = max(self._wall_ms(), self._last_pdt_ms)
+            self._pdt_anchor = (wall, start90)
+            self._session_fresh = False
+        else:
+            for k, t in tracks.items():
+                self._offset.setdefault(k, from_90k(self._timeline_end90, t.timescale))
+        if self.playlist.has_media():
+            self.playlist.mark_discontinuity()
+        if tracks != self._tracks or self._map_uri is None:
+            self._tracks = tracks
+            self._map_uri = init_uri(self.playlist.next_msn)
+            data = init_segment(sorted(tracks.values(), key=lambda t: t.track_id))
+            await self.store.awrite(self.room_id, self.rendition, self._map_uri, data)
+            self._update_codec_info()
+        self.playlist.set_map(self._map_uri)
+        main = tracks[VIDEO] if VIDEO in tracks else tracks[AUDIO]
+        s = self.settings
+        self._segmenter = Segmenter(
+            has_video=VIDEO in tracks,
+            part_target=s.part_target_ms * main.timescale // 1000,
+            target_duration=s.target_duration_ms * main.timescale // 1000,
+            max_segment_duration=s.max_segment_ms * main.timescale // 1000,
+            max_segment_bytes=s.max_segment_bytes,
+        )
+        self._tracks_ready = True
+
+    def _update_codec_info(self) -> None:
+        out = self.output
+        names = []
+        for k in (VIDEO, AUDIO):
+            t = self._tracks.get(k)
+            if t is not None:
+                try:
+                    names.append(codec_string(t.codec, t.record))
+                except ValueError:
+                    log.warning("%s/%s: no codec string for %s", self.room_id, self.rendition, t.codec)
+        out.codecs = ",".join(names)
+        v = self._tracks.get(VIDEO)
+        out.width, out.height = (v.width, v.height) if v else (0, 0)
+
+    # ---------------------------------------------------------- cutting
+    @property
+    def _main_kind(self) -> str:
+        return VIDEO if VIDEO in self._tracks else AUDIO
+
+    async def _push(self, kind: str, h: _Held, duration: int) -> None:
+        self._last_duration[kind] = duration
+        track = self._tracks[kind]
+        sample = Sample(h.dts, duration, h.cto, h.sync, h.data)
+        self._timeline_end90 = max(self._timeline_end90, to_90k(h.dts + duration, track.timescale))
+        if kind == VIDEO:
+            self._video_frames += 1
+            self._video_dur90 += duration
+        for ev in self._segmenter.push(track.track_id, sample, main=kind == self._main_kind):
+            await self._on_event(ev)
+
+    async def _flush(self) -> None:
+        """Publisher gone or track change: emit held samples, close the segment."""
+        if self._segmenter is None:
+            return
+        for kind, h in sorted(self._held.items()):
+            default = AAC_FRAME_SAMPLES if kind == AUDIO else 3000  # 1/30 s when nothing is known
+            await self._push(kind, h, self._last_duration.get(kind, default))
+        self._held.clear()
+        for ev in self._segmenter.flush():
+            await self._on_event(ev)
+        self._segmenter = None
+        self._tracks_ready = False
+
+    async def _on_event(self, ev: PartReady | SegmentReady) -> None:
+        if isinstance(ev, PartReady):
+            await self._on_part(ev)
+        else:
+            await self._on_segment(ev)
+
+    async def _on_part(self, ev: PartReady) -> None:
+        pl = self.playlist
+        msn = pl.open.msn if pl.open is not None else pl.next_msn
+        runs = []
+        for kind in (VIDEO, AUDIO):
+            t = self._tracks.get(kind)
+            if t is not None and ev.samples.get(t.track_id):
+                runs.append((t, ev.samples[t.track_id]))
+        self._fragment_seq += 1
+        data = media_fragment(self._fragment_seq, runs)
+        main = self._tracks[self._main_kind]
+        ms = ev.samples.get(main.track_id) or next(iter(ev.samples.values()))
+        start90 = to_90k(ms[0].dts, main.timescale)
+        end90 = to_90k(ms[-1].dts + ms[-1].duration, main.timescale)
+        if ev.index == 0:
+            self._seg_start90 = start90
+        await self.store.awrite(self.room_id, self.rendition, part_uri(msn, ev.index), data)
+        wall, pos = self._pdt_anchor
+        pdt = wall + (self._seg_start90 - pos) // 90
+        self._last_pdt_ms = max(self._last_pdt_ms, wall + (end90 - pos) // 90)
+        part = pl.add_part(end90 - start90, ev.independent, pdt_ms=pdt)
+        assert part.uri == part_uri(msn, ev.index)
+        self._seg_parts.append(data)
+        if ev.index == 0:
+            await self._write_state()  # this MSN is now taken, even if we crash
+        await self._write_playlist()
+
+    async def _on_segment(self, ev: SegmentReady) -> None:
+        pl = self.playlist
+        msn = pl.open.msn
+        data = b"".join(self._seg_parts)
+        self._seg_parts = []
+        # The parent segment is the concatenation of its parts (fmp4.md §3).
+        await self.store.awrite(self.room_id, self.rendition, segment_uri(msn), data)
+        seg, removed = pl.complete_segment()
+        self._account(len(data), seg.duration)
+        now = self._monotonic()
+        if removed:
+            names = [n for s in removed for n in [s.uri] + [p.uri for p in s.parts]]
+            self._deletes.append((now + self.settings.delete_grace_s, names))
+        due: list[str] = []
+        while self._deletes and self._deletes[0][0] <= now:
+            due += self._deletes.popleft()[1]
+        if due:
+            await self.store.adelete_many(self.room_id, self.rendition, due)
+        await self._write_state()
+        await self._write_playlist()
+
+    def _account(self, nbytes: int, duration90: int) -> None:
+        out = self.output
+        if duration90 > 0:
+            out.peak_bandwidth = max(out.peak_bandwidth, nbytes * 8 * VIDEO_TIMESCALE // duration90)
+        self._bytes_total += nbytes
+        self._dur_total90 += duration90
+        if self._dur_total90:
+            out.average_bandwidth = self._bytes_total * 8 * VIDEO_TIMESCALE // self._dur_total90
+        if self._video_dur90:
+            out.frame_rate_milli = self._video_frames * VIDEO_TIMESCALE * 1000 // self._video_dur90
+
+    # ----------------------------------------------------------- persistence
+    async def _write_state(self) -> None:
+        pl = self.playlist
+        # The MSN after any segment that has published parts, and the DSN of
+        # the newest segment: a restart continues strictly after both.
+        state = {"next_msn": pl.next_msn + (1 if pl.open is not None else 0),
+                 "discontinuity_sequence": pl.discontinuity_sequence + sum(
+                     1 for s in pl.segments + ([pl.open] if pl.open else []) if s.discontinuity)}
+        await self.store.awrite(self.room_id, self.rendition, STATE_FILE, json.dumps(state).encode())
+
+    async def _write_playlist(self) -> None:
+        # The file copy is for readers in other processes (nginx, files.py);
+        # the in-process origin renders from the model.
+        await self.store.awrite(self.room_id, self.rendition, PLAYLIST_FILE, self.playlist.render().encode())
+        await self.output.notify()

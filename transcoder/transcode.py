@@ -1,0 +1,553 @@
+"""The transcode supervisor: one per live, in the server process.
+
+It reads the live's StreamHub through a bounded consumer, feeds the source
+video (and Opus audio, if any) to a worker process (`transcoder.worker`, or
+`transcoder.ffmpeg_worker` when transcode.backend = "ffmpeg") over the
+`workerproto` pipes, and hands each encoded rendition to its own packager
+through a small bounded `RenditionQueue`. AAC audio never goes to the
+worker: it is passed through untouched, released into every rendition in
+step with the worker's progress so each rendition stays interleaved.
+
+It restarts a crashed or stalled worker (at most `max_restarts_per_minute`),
+drops the lowest renditions first when the worker falls behind real time
+(the source rendition is packaged elsewhere and never affected), and always
+kills and reaps its worker on the final end and on stop(): no orphans.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ingest.frames import AUDIO, VIDEO, CodecConfig, Frame, StreamEnd, StreamStart
+from transcoder.ladder import Rendition, renditions_for
+from transcoder.workerproto import (
+    F_KEYFRAME, T_CONFIG, T_DISABLE, T_DONE, T_ERROR, T_FLUSH, T_FRAME, T_OUT_CONFIG, T_OUT_FRAME, T_SETUP,
+    TRACK_AUDIO, TRACK_VIDEO, Message, MessageReader, ProtocolError, config_payload, encode, json_message,
+    parse_config_payload,
+)
+
+log = logging.getLogger(__name__)
+
+_PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+_WORKER_MODULES = {"pyav": "transcoder.worker", "ffmpeg": "transcoder.ffmpeg_worker"}
+_READ_SIZE = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class TranscodeSettings:
+    backend: str = "pyav"  # "pyav" | "ffmpeg"
+    preset: str = "veryfast"  # x264 preset: live needs faster than real time
+    tune: str = "zerolatency"  # no lookahead, no frame delay in the encoder
+    bframes: int = 0  # B-frames add reorder delay; none for live
+    encoder_threads: int = 0  # x264 threads per rendition; 0 = x264's choice
+    scaler: str = "bicubic"  # swscale algorithm (the ffmpeg CLI's default)
+    audio_kbps: int = 128  # AAC bitrate when an Opus source is transcoded
+    # A crash loop must not eat the machine: after this many restarts within
+    # a minute the live continues with its source rendition only.
+    max_restarts_per_minute: int = 3
+    # Input messages sent but not yet processed by the worker: bounds the
+    # latency the worker can add (~2 s at 30 fps) and the pipe memory.
+    max_in_flight: int = 60
+    # A worker that processes nothing for this long is hung: kill, restart.
+    stall_timeout_s: float = 10.0
+    # Falling behind real time: when the oldest unprocessed input is older
+    # than this, or the hub had to skip frames for us, drop a rendition.
+    degrade_lag_ms: int = 2500
+    # Time for the worker to catch up after a drop before the next one.
+    degrade_cooldown_s: float = 5.0
+    # Per-rendition queue to its packager: ~10 s of 30 fps video + audio.
+    queue_max_items: int = 800
+    # The supervisor's own hub consumer.
+    consumer_max_items: int = 600
+    consumer_max_bytes: int = 32 * 1024 * 1024
+    # AAC frames (and control items) waiting for the video to catch up.
+    max_pending_items: int = 1000
+    # Time for the worker to drain at the end of a live, then to exit.
+    flush_timeout_s: float = 5.0
+    exit_timeout_s: float = 2.0
+
+    @classmethod
+    def from_config(cls, section: Any) -> "TranscodeSettings":
+        """From the [transcode] config section (keys that exist there)."""
+        names = cls.__dataclass_fields__.keys()
+        return cls(**{n: getattr(section, n) for n in names if hasattr(section, n)})
+
+    def worker_setup(self, renditions: list[Rendition], fps_hint: int) -> dict:
+        return {"renditions": [{"name": r.name, "height": r.height, "kbps": r.video_kbps} for r in renditions],
+                "preset": self.preset, "tune": self.tune, "bframes": self.bframes,
+                "encoder_threads": self.encoder_threads, "fps_hint": fps_hint,
+                "scaler": self.scaler.upper(), "audio_kbps": self.audio_kbps}
+
+
+class RenditionQueue:
+    """The bounded hand-off from the supervisor to one rendition's packager.
+
+    `put()` never waits: when full, queued frames are dropped and the video
+    skips to the next keyframe (like a StreamHub consumer). Control items
+    (configs, start, end) are always kept; they are few.
+    """
+
+    def __init__(self, name: str, max_items: int = 800) -> None:
+        self.name = name
+        self.max_items = max_items
+        self.dropped = 0
+        self.frames = 0
+        self.bytes = 0
+        self._items: collections.deque = collections.deque()
+        self._skipping = False
+        self._ended = False
+        self._waiter: asyncio.Future | None = None
+
+    def put(self, item) -> None:
+        if self._ended:
+            return
+        if isinstance(item, Frame):
+            if self._skipping:
+                if not (item.kind == VIDEO and item.keyframe):
+                    self.dropped += 1
+                    return
+                self._skipping = False
+            if len(self._items) >= self.max_items:
+                before = len(self._items)
+                self._items = collections.deque(i for i in self._items if not isinstance(i, Frame))
+                self.dropped += before - len(self._items)
+                if not (item.kind == VIDEO and item.keyframe):
+                    self._skipping = True
+                    self.dropped += 1
+                    return
+            self.frames += 1
+            self.bytes += len(item.data)
+        self._items.append(item)
+        self._wake()
+
+    def end(self) -> None:
+        """No more items: get() returns what is queued, then None."""
+        self._ended = True
+        self._wake()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self):
+        while not self._items:
+            if self._ended:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def close(self) -> None:
+        # The packaging service closes its consumers on shutdown.
+        self._items.clear()
+        self.end()
+
+
+class _WorkerGone(Exception):
+    pass
+
+
+class Transcoder:
+    """Transcodes one live's video into the ladder below its source height.
+
+    `make_packager(rendition_name, queue)` is called once per rendition when
+    the source size is known; it starts packaging `queue` (anything with
+    `async get()`), e.g. `PackagingService.start_rendition(room_id, name, queue)`.
+    """
+
+    def __init__(self, room_id: str, hub: Any, ladder: list[Rendition], settings: TranscodeSettings,
+                 make_packager: Callable[[str, RenditionQueue], Any], *,
+                 python: str = sys.executable) -> None:
+        if settings.backend not in _WORKER_MODULES:
+            raise ValueError(f"unknown transcode backend {settings.backend!r}")
+        self.room_id = room_id
+        self.hub = hub
+        self.ladder = sorted(ladder, key=lambda r: -r.height)
+        self.settings = settings
+        self.make_packager = make_packager
+        self.python = python
+        self.state = "waiting"  # waiting | running | not_needed | unsupported | failed | ended | stopped
+        self.renditions: list[Rendition] = []
+        self.queues: list[RenditionQueue] = []
+        self.sizes: list[tuple[int, int]] = []
+        self.active: list[bool] = []
+        self.restarts = 0
+        self.degradations = 0
+        self._restart_times: collections.deque[float] = collections.deque()
+        self._consumer = None
+        self._task: asyncio.Task | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader_task: asyncio.Task | None = None
+        self._seq = 0
+        self._acked = 0
+        self._sent_at: collections.deque[tuple[int, float]] = collections.deque()
+        self._progress = asyncio.Event()
+        self._pending: collections.deque[tuple[int, Any]] = collections.deque()
+        self._start_item: StreamStart | None = None
+        self._video_cfg: CodecConfig | None = None
+        self._audio_cfg: CodecConfig | None = None
+        self._need_keyframe = True
+        self._last_degrade: float | None = None
+        self._seen_overflows = 0
+        self.lag_ms = 0
+        self.pids: list[int] = []  # every worker pid ever started (for tests and logs)
+
+    # ------------------------------------------------------------------ API
+    def start(self) -> None:
+        self._consumer = self.hub.subscribe(f"transcoder:{self.room_id}",
+                                            max_items=self.settings.consumer_max_items,
+                                            max_bytes=self.settings.consumer_max_bytes)
+        self._task = asyncio.create_task(self._run(), name=f"transcoder:{self.room_id}")
+
+    async def wait(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self._stop_worker()
+        self._end_queues()
+        if self._consumer is not None:
+            self._consumer.close()
+        if self.state not in ("failed", "not_needed", "unsupported"):
+            self.state = "stopped"
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
+
+    def status(self) -> dict:
+        return {
+            "state": self.state,
+            "backend": self.settings.backend,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "degradations": self.degradations,
+            "lag_ms": self.lag_ms,
+            "input_dropped": getattr(self._consumer, "dropped", 0),
+            "renditions": [
+                {"name": r.name, "width": size[0], "height": size[1] or r.height, "video_kbps": r.video_kbps,
+                 "state": "active" if on else "dropped", "frames": q.frames, "bytes": q.bytes, "dropped": q.dropped}
+                for r, q, size, on in zip(self.renditions, self.queues, self.sizes, self.active)
+            ],
+        }
+
+    # --------------------------------------------------------------- feeding
+    async def _run(self) -> None:
+        try:
+            while True:
+                item = await self._consumer.get()
+                if item is None:
+                    break
+                await self._feed(item)
+                if self.state in ("not_needed", "unsupported", "failed"):
+                    self._consumer.close()
+                    break
+            await self._finish()
+        finally:
+            await self._stop_worker()
+            self._end_queues()
+
+    async def _feed(self, item) -> None:
+        if isinstance(item, Frame):
+            if item.kind == VIDEO:
+                if self._video_cfg is None or not self.renditions:
+                    return
+                if self._need_keyframe:
+                    if not item.keyframe:
+                        return
+                    self._need_keyframe = False
+                await self._send(Message(T_FRAME, TRACK_VIDEO, F_KEYFRAME if item.keyframe else 0,
+                                         item.dts, item.pts, 0, item.data))
+            elif self._audio_cfg is not None and self._audio_cfg.codec == "aac":
+                self._hold(item)
+            elif self._audio_cfg is not None and self._proc is not None:
+                await self._send(Message(T_FRAME, TRACK_AUDIO, F_KEYFRAME, item.dts, item.pts, 0, item.data))
+        elif isinstance(item, CodecConfig):
+            if item.kind == VIDEO:
+                await self._on_video_config(item)
+            elif item.kind == AUDIO:
+                self._audio_cfg = item
+                if item.codec == "aac":
+                    self._hold(item)
+                elif self._proc is not None:
+                    await self._send_audio_config()
+        elif isinstance(item, StreamStart):
+            self._start_item = item
+            self._need_keyframe = True
+            self._hold(item)
+        elif isinstance(item, StreamEnd):
+            if self._proc is not None:
+                await self._send(Message(T_FLUSH))
+            self._hold(item)
+
+    async def _on_video_config(self, cfg: CodecConfig) -> None:
+        if cfg.codec != "h264":
+            log.warning("%s: cannot transcode %s video; source rendition only", self.room_id, cfg.codec)
+            self.state = "unsupported"
+            return
+        self._video_cfg = cfg
+        if not self.renditions:
+            chosen = renditions_for(self.ladder, cfg.height)
+            if not chosen:
+                log.info("%s: source is %dp, no ladder rendition below it", self.room_id, cfg.height)
+                self.state = "not_needed"
+                return
+            self._open_renditions(chosen, cfg)
+        if self._proc is None:
+            await self._start_worker()
+        else:
+            await self._send(json_message(T_CONFIG, config_payload("h264", cfg.record, cfg.width, cfg.height),
+                                          track=TRACK_VIDEO))
+
+    def _open_renditions(self, chosen: list[Rendition], cfg: CodecConfig) -> None:
+        self.renditions = chosen
+        for r in chosen:
+            q = RenditionQueue(r.name, self.settings.queue_max_items)
+            # The packager starts mid-stream: give it the session and audio config.
+            if self._start_item is not None:
+                q.put(self._start_item)
+            if self._audio_cfg is not None and self._audio_cfg.codec == "aac":
+                q.put(self._audio_cfg)
+            self.queues.append(q)
+            self.sizes.append((r.width_for(cfg.width, cfg.height) if cfg.height else 0, r.height))
+            self.active.append(True)
+        self._pending.clear()  # already given to the new queues above
+        for r, q in zip(chosen, self.queues):
+            self.make_packager(r.name, q)
+        self.state = "running"
+
+    def _hold(self, item) -> None:
+        """Pass-through items wait until the worker has processed every
+        message sent before them, so renditions receive them in order."""
+        if not self.queues:
+            return
+        self._pending.append((self._seq, item))
+        self._release()
+        while len(self._pending) > self.settings.max_pending_items:
+            self._deliver_all(self._pending.popleft()[1])
+
+    def _release(self) -> None:
+        while self._pending and self._pending[0][0] <= self._acked:
+            self._deliver_all(self._pending.popleft()[1])
+
+    def _deliver_all(self, item) -> None:
+        for q, on in zip(self.queues, self.active):
+            if on:
+                q.put(item)
+
+    async def _send(self, msg: Message, *, retry: bool = True) -> None:
+        while True:
+            if self._proc is None or self._proc.returncode is not None or self._reader_task.done():
+                await self._restart_worker()
+                if self._proc is None:
+                    return
+                if msg.type == T_FRAME and msg.track == TRACK_VIDEO and not msg.keyframe:
+                    self._need_keyframe = True
+                    return
+            try:
+                await self._wait_in_flight()
+                self._seq += 1
+                self._sent_at.append((self._seq, time.monotonic()))
+                self._proc.stdin.write(encode(Message(msg.type, msg.track, msg.flags, msg.dts, msg.pts,
+                                                      self._seq, msg.payload)))
+                await self._proc.stdin.drain()
+                self._check_lag()
+                return
+            except (_WorkerGone, ConnectionError, BrokenPipeError) as exc:
+                log.warning("%s: transcode worker lost: %s", self.room_id, exc or type(exc).__name__)
+                await self._stop_worker()
+                if not retry:
+                    return
+
+    async def _wait_in_flight(self) -> None:
+        deadline = time.monotonic() + self.settings.stall_timeout_s
+        while self._seq - self._acked >= self.settings.max_in_flight:
+            if self._reader_task.done():
+                raise _WorkerGone("worker exited")
+            self._progress.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _WorkerGone(f"no progress for {self.settings.stall_timeout_s} s")
+            try:
+                await asyncio.wait_for(self._progress.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def _check_lag(self) -> None:
+        now = time.monotonic()
+        self.lag_ms = int((now - self._sent_at[0][1]) * 1000) if self._sent_at else 0
+        overflows = getattr(self._consumer, "overflows", 0)
+        behind = self.lag_ms >= self.settings.degrade_lag_ms or overflows > self._seen_overflows
+        self._seen_overflows = overflows
+        if behind and (self._last_degrade is None or now - self._last_degrade >= self.settings.degrade_cooldown_s):
+            self._last_degrade = now
+            self._drop_lowest()
+
+    def _drop_lowest(self) -> None:
+        for i in range(len(self.renditions) - 1, -1, -1):
+            if self.active[i]:
+                log.warning("%s: transcoder behind real time by %d ms: dropping %s", self.room_id, self.lag_ms,
+                            self.renditions[i].name)
+                self.active[i] = False
+                self.degradations += 1
+                self.queues[i].end()  # its playlist ends; the others carry on
+                if self._proc is not None and self._proc.returncode is None:
+                    self._proc.stdin.write(encode(Message(T_DISABLE, track=i)))
+                if not any(self.active):
+                    self.state = "failed"
+                return
+
+    # --------------------------------------------------------------- worker
+    async def _start_worker(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
+        self._proc = await asyncio.create_subprocess_exec(
+            self.python, "-m", _WORKER_MODULES[self.settings.backend],
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, cwd=_PROJECT_ROOT)
+        self.pids.append(self._proc.pid)
+        self._reader_task = asyncio.create_task(self._read_worker(self._proc), name=f"transcoder-read:{self.room_id}")
+        fps = 30
+        meta = getattr(self._start_item, "metadata", None) or {}
+        try:
+            fps = max(1, min(240, round(float(meta.get("framerate") or meta.get("fps") or 30))))
+        except (TypeError, ValueError):
+            pass
+        proc = self._proc
+        proc.stdin.write(encode(json_message(T_SETUP, self.settings.worker_setup(self.renditions, fps))))
+        for i, on in enumerate(self.active):
+            if not on:
+                proc.stdin.write(encode(Message(T_DISABLE, track=i)))
+        cfg = self._video_cfg
+        proc.stdin.write(encode(json_message(T_CONFIG, config_payload("h264", cfg.record, cfg.width, cfg.height),
+                                             track=TRACK_VIDEO)))
+        if self._audio_cfg is not None and self._audio_cfg.codec != "aac":
+            await self._send_audio_config()
+        self._need_keyframe = True
+        log.info("%s: transcode worker %d started (%s): %s", self.room_id, proc.pid, self.settings.backend,
+                 ", ".join(r.name for r in self.renditions))
+
+    async def _send_audio_config(self) -> None:
+        a = self._audio_cfg
+        await self._send(json_message(T_CONFIG, config_payload(a.codec, a.record, sample_rate=a.sample_rate,
+                                                               channels=a.channels), track=TRACK_AUDIO))
+
+    async def _restart_worker(self) -> None:
+        await self._stop_worker()
+        if self.state != "running":
+            return
+        now = time.monotonic()
+        while self._restart_times and now - self._restart_times[0] > 60:
+            self._restart_times.popleft()
+        if len(self._restart_times) >= self.settings.max_restarts_per_minute:
+            log.error("%s: transcode worker failed %d times in a minute; source rendition only",
+                      self.room_id, len(self._restart_times))
+            self.state = "failed"
+            return
+        self._restart_times.append(now)
+        self.restarts += 1
+        # What the dead worker never acknowledged is gone; let the held items through.
+        self._acked = self._seq
+        self._sent_at.clear()
+        self._release()
+        await self._start_worker()
+
+    async def _read_worker(self, proc: asyncio.subprocess.Process) -> None:
+        reader = MessageReader()
+        try:
+            while data := await proc.stdout.read(_READ_SIZE):
+                reader.receive_data(data)
+                for msg in reader.messages():
+                    self._on_output(msg)
+        except ProtocolError as exc:
+            log.error("%s: transcode worker %d broke the protocol: %s", self.room_id, proc.pid, exc)
+            proc.kill()
+        finally:
+            self._progress.set()
+
+    def _on_output(self, msg: Message) -> None:
+        if msg.type == T_DONE:
+            self._acked = max(self._acked, msg.seq)
+            while self._sent_at and self._sent_at[0][0] <= self._acked:
+                self._sent_at.popleft()
+            self._release()
+            self._progress.set()
+        elif msg.type == T_OUT_FRAME:
+            if msg.track == TRACK_AUDIO:
+                self._deliver_all(Frame(AUDIO, "aac", msg.dts, msg.pts, True, msg.payload))
+            elif msg.track < len(self.queues) and self.active[msg.track]:
+                self.queues[msg.track].put(Frame(VIDEO, "h264", msg.dts, msg.pts, msg.keyframe, msg.payload))
+        elif msg.type == T_OUT_CONFIG:
+            codec, record, w, h, rate, channels = parse_config_payload(msg.json())
+            if msg.track == TRACK_AUDIO:
+                self._deliver_all(CodecConfig(AUDIO, codec, record, sample_rate=rate, channels=channels))
+            elif msg.track < len(self.queues):
+                self.sizes[msg.track] = (w, h)
+                self.queues[msg.track].put(CodecConfig(VIDEO, codec, record, width=w, height=h))
+        elif msg.type == T_ERROR:
+            log.error("%s: transcode worker error: %s", self.room_id, msg.json().get("message"))
+
+    async def _stop_worker(self) -> None:
+        """Close stdin (the worker exits on EOF), then kill if it lingers; always reap."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.returncode is None:
+                try:
+                    proc.stdin.close()
+                except (ConnectionError, RuntimeError):
+                    pass
+                try:
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), self.settings.exit_timeout_s)
+                except TimeoutError:
+                    proc.kill()
+                except asyncio.CancelledError:
+                    proc.kill()
+                    await proc.wait()
+                    raise
+            await proc.wait()
+        task, self._reader_task = self._reader_task, None
+        if task is not None:
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _finish(self) -> None:
+        """The live is over: drain the worker so the renditions get their last frames."""
+        if self._proc is not None and self._proc.returncode is None and self.state == "running":
+            try:
+                await self._send(Message(T_FLUSH), retry=False)
+                target = self._seq
+                deadline = time.monotonic() + self.settings.flush_timeout_s
+                while self._acked < target and self._reader_task is not None and not self._reader_task.done():
+                    self._progress.clear()
+                    await asyncio.wait_for(self._progress.wait(), max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                log.warning("%s: transcode worker did not drain in time", self.room_id)
+        self._acked = self._seq
+        self._release()
+        if self.state == "running":
+            self.state = "ended"
+
+    def _end_queues(self) -> None:
+        for q in self.queues:
+            q.end()
