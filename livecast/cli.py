@@ -113,13 +113,16 @@ through it with curl.
 async def _serve(config, demo: bool) -> None:
     from livecast.app import Livecast
 
-    if demo:
-        print_how_to(await _demo(config))
     server = Livecast(config)
     await server.start()
     logging.getLogger("livecast").info(
         "listening: RTMP %s, HTTP %s", server.rtmp_url, server.public_url
     )
+    if demo:
+        from storage.demo import ensure_demo
+
+        # After start: the URLs carry the ports actually bound.
+        print_how_to(demo_json(server.public_url, server.rtmp_url, await ensure_demo(server.db, server.data_dir)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
