@@ -52,6 +52,7 @@ def hls_settings(hls: SimpleNamespace) -> HlsSettings:
         target_duration_ms=hls.target_duration_ms,
         part_target_ms=hls.part_target_ms,
         window_segments=hls.window_segments,
+        max_segment_ms=hls.max_segment_ms or 2 * hls.target_duration_ms,
     )
 
 

@@ -1,4 +1,4 @@
-"""The `livecast` command: serve, demo, admin create."""
+"""The `livecast` command: serve, origin, demo, admin create."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the ingest, packager, origin and API in one process")
     _common(serve)
     serve.add_argument("--demo", action="store_true", help="create the demo room first and print how to stream and watch")
+    origin = sub.add_parser("origin", help="serve /live/... from the data dir's HLS files written by a "
+                                           "`livecast serve` on the same disk (no ingest, no packaging)")
+    origin.add_argument("--config", metavar="FILE", help="TOML file overriding configs/default.toml")
+    origin.add_argument("--data-dir", metavar="DIR", help="the data dir `livecast serve` writes (server.data_dir)")
+    origin.add_argument("--http-port", type=int, metavar="N", help="HTTP listen port (http.port)")
+    origin.set_defaults(rtmp_port=None)
     demo = sub.add_parser("demo", help="create (once) a demo member, room and live; print them as JSON")
     _common(demo)
     admin = sub.add_parser("admin", help="administration")
@@ -133,6 +139,23 @@ async def _serve(config, demo: bool) -> None:
         await server.stop()
 
 
+async def _origin(config) -> None:
+    from livecast.origin_app import OriginServer
+
+    server = OriginServer(config)
+    await server.start()
+    logging.getLogger("livecast").info("origin listening: HTTP %s, serving %s", server.public_url,
+                                       server.data_dir / "hls")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
 async def _admin_create(config, email: str, nickname: str, password: str) -> int:
     from control_api import create_admin
     from storage.database import Database, sqlite_url
@@ -161,6 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         try:
             asyncio.run(_serve(config, args.demo))
+        except OSError as exc:
+            print(f"livecast: cannot start: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "origin":
+        try:
+            asyncio.run(_origin(config))
         except OSError as exc:
             print(f"livecast: cannot start: {exc}", file=sys.stderr)
             return 1

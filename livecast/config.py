@@ -99,6 +99,8 @@ def _validate(config: dict) -> None:
     hls = config["hls"]
     if hls["part_target_ms"] < 50 or hls["part_target_ms"] > hls["target_duration_ms"]:
         raise ConfigError("hls.part_target_ms: must be between 50 and hls.target_duration_ms")
+    if hls["max_segment_ms"] and hls["max_segment_ms"] < hls["target_duration_ms"]:
+        raise ConfigError("hls.max_segment_ms: must be 0 or at least hls.target_duration_ms")
     if hls["window_segments"] < 3:
         raise ConfigError("hls.window_segments: must be at least 3")
 

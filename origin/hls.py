@@ -8,12 +8,18 @@ see shared/reference/ll-hls.md §4-§5.
     GET/HEAD /live/{room_id}/master.m3u8
     GET/HEAD /live/{room_id}/{rendition}/index.m3u8[?_HLS_msn=M[&_HLS_part=N]][&_HLS_skip=YES]
     GET/HEAD /live/{room_id}/{rendition}/{init-*.mp4|segN.m4s|segN.P.m4s}
+
+The source of renditions is anything with `outputs(room_id)`, `store` and
+`settings`: the in-process PackagingService, or origin/files.py's
+FileOutputs (state files written by a packager in another process). The
+latter replaces `out.playlist` on every reload, so waits re-read it.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -22,6 +28,9 @@ from transcoder.thumbnails import THUMBNAIL_FILE
 from transcoder.packaging import PackagingService
 from transcoder.playlist import (INIT_RE, PART_RE, SEGMENT_RE, Block, RenditionReport, Variant,
                                  render_multivariant)
+
+if TYPE_CHECKING:
+    from origin.files import FileOutputs
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 CORS = {
@@ -71,7 +80,7 @@ def _int_param(query, name: str) -> int | None:
 
 
 class HlsOrigin:
-    def __init__(self, service: PackagingService) -> None:
+    def __init__(self, service: PackagingService | FileOutputs) -> None:
         self.service = service
         s = service.settings
         self.td = s.playlist_target_duration_s
@@ -139,7 +148,9 @@ class HlsOrigin:
                 return _error(400, "bad_request", "_HLS_msn/_HLS_part too far ahead of the playlist",
                               cache=f"public, max-age={td}")
             if state is Block.WAIT:
-                ok = await out.wait_until(lambda: pl.block(msn, part) is not Block.WAIT, self.block_timeout)
+                ok = await out.wait_until(lambda: out.playlist.block(msn, part) is not Block.WAIT,
+                                          self.block_timeout)
+                pl = out.playlist
                 if not ok and pl.block(msn, part) is not Block.READY:
                     return _error(503, "timeout", "the requested part did not appear in time",
                                   cache=f"public, max-age={td}")
@@ -180,7 +191,8 @@ class HlsOrigin:
             if pl.part_published(msn, index) is None and msn <= pl.next_msn + 1:
                 # A preload-hinted part: hold the request until the whole
                 # part exists, then send it at full speed (bis 6.2.6).
-                await out.wait_until(lambda: pl.part_published(msn, index) is not None, self.block_timeout)
+                await out.wait_until(lambda: out.playlist.part_published(msn, index) is not None,
+                                     self.block_timeout)
         if not path.is_file():
             return _error(404, "not_found", "no such file", cache=f"public, max-age={self.td}")
         headers = {**CORS, "Content-Type": ctype, "Cache-Control": cache}
@@ -198,7 +210,7 @@ class HlsOrigin:
         return web.FileResponse(path, headers=headers)
 
 
-def add_hls_routes(app: web.Application, service: PackagingService) -> None:
+def add_hls_routes(app: web.Application, service: PackagingService | FileOutputs) -> None:
     origin = HlsOrigin(service)
     app.router.add_get("/live/{room_id}/thumbnail.jpg", origin.thumbnail)
     app.router.add_get("/live/{room_id}/master.m3u8", origin.multivariant)

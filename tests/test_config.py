@@ -70,3 +70,14 @@ def test_unknown_environment_section_is_an_error():
 def test_missing_config_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="no-such.toml"):
         load_config(tmp_path / "no-such.toml", environ={})
+
+
+def test_segment_cap_defaults_to_twice_the_target():
+    from livecast.app import hls_settings
+
+    assert hls_settings(load_config(environ={}).hls).max_segment_ms == 4000
+    short = load_config(environ={"LIVECAST_HLS_TARGET_DURATION_MS": "1000"})
+    assert hls_settings(short.hls).max_segment_ms == 2000
+    assert hls_settings(short.hls).playlist_target_duration_s == 2
+    with pytest.raises(ConfigError, match="hls.max_segment_ms"):
+        load_config(environ={"LIVECAST_HLS_MAX_SEGMENT_MS": "1500"})

@@ -11,11 +11,17 @@ Reconnects (StreamEnd then StreamStart) continue the same playlist after an
 EXT-X-DISCONTINUITY, with a new init segment when the codec config changed;
 the media timeline continues where the previous publisher stopped, and the
 MSN never goes back, even across server restarts (state.json on disk).
+
+state.json is rewritten (atomically) after every playlist change: besides
+the restart counters it holds the playlist model (MediaPlaylist.to_state())
+and the codec/bandwidth facts of the multivariant playlist, so an origin in
+another process (origin/files.py) can serve exactly what this one serves.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import time
@@ -92,6 +98,28 @@ class RenditionOutput:
         return predicate()
 
 
+class RoomTimeline:
+    """Where each publish session of a room starts on the media timeline, as
+    set by the leader rendition (the source) and read by the others."""
+
+    # Sessions remembered: the current one and a few before it are enough for
+    # renditions that lag the source by a few seconds.
+    MAX_SESSIONS = 4
+
+    def __init__(self, leader: str) -> None:
+        self.leader = leader
+        self._anchors: dict[int | None, tuple[int, int, int]] = {}
+
+    def anchor(self, session_id: int | None) -> tuple[int, int, int] | None:
+        """(first source dts in ms, 90 kHz start position, wall-clock ms)."""
+        return self._anchors.get(session_id)
+
+    def set_anchor(self, session_id: int | None, anchor: tuple[int, int, int]) -> None:
+        self._anchors[session_id] = anchor
+        while len(self._anchors) > self.MAX_SESSIONS:
+            del self._anchors[next(iter(self._anchors))]
+
+
 @dataclass(slots=True)
 class _Held:
     dts: int
@@ -110,6 +138,7 @@ class Packager:
         *,
         wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         monotonic: Callable[[], float] = time.monotonic,
+        timeline: "RoomTimeline | None" = None,
     ) -> None:
         store.rendition_dir(room_id, rendition)  # validates the ids
         self.room_id = room_id
@@ -134,6 +163,10 @@ class Packager:
         self._audio_next: int | None = None
         self._timeline_end90 = 0  # end of all media so far, 90 kHz
         self._pdt_anchor = (0, 0)  # (wall ms, 90 kHz position)
+        # Renditions of one room share the source's anchors so their tfdt and
+        # PROGRAM-DATE-TIME agree for the same media time (rfc8216bis 6.2.4).
+        self._timeline = timeline
+        self._session_id: int | None = None
         self._last_pdt_ms = 0
         self._fragment_seq = 0
         self._seg_parts: list[bytes] = []
@@ -170,6 +203,9 @@ class Packager:
             self.output.done = True
             if self.playlist is not None and not self.playlist.ended:
                 self.playlist.end()  # release blocked viewers even on failure/cancel
+                # ... in other processes too (best effort: the disk may be the failure).
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._write_state())
             await asyncio.shield(self.output.notify())
 
     async def _load_state(self) -> None:
@@ -202,6 +238,7 @@ class Packager:
     async def _on_start(self, item: StreamStart) -> None:
         await self._flush()
         self._session_fresh = True
+        self._session_id = item.session_id
         self._configs.clear()
 
     async def _on_config(self, cfg: CodecConfig) -> None:
@@ -263,11 +300,19 @@ class Packager:
         if self._session_fresh:
             # Timeline of a new publisher: its first frame lands where the
             # previous media ended (continuous tfdt, DISCONTINUITY marks it).
-            self._base_ms = first.dts
-            start90 = self._timeline_end90
+            anchor = self._timeline.anchor(self._session_id) if self._timeline is not None else None
+            if anchor is not None and self.rendition != self._timeline.leader:
+                # A transcoded rendition: place its frames on the source's
+                # timeline (its keyframes carry the source's timestamps).
+                self._base_ms, start90, wall = anchor
+            else:
+                self._base_ms = first.dts
+                start90 = self._timeline_end90
+                wall = max(self._wall_ms(), self._last_pdt_ms)
+                if self._timeline is not None and self.rendition == self._timeline.leader:
+                    self._timeline.set_anchor(self._session_id, (self._base_ms, start90, wall))
             self._offset = {k: from_90k(start90, t.timescale) for k, t in tracks.items()}
             self._audio_next = None
-            wall = max(self._wall_ms(), self._last_pdt_ms)
             self._pdt_anchor = (wall, start90)
             self._session_fresh = False
         else:
@@ -365,9 +410,9 @@ class Packager:
         part = pl.add_part(end90 - start90, ev.independent, pdt_ms=pdt)
         assert part.uri == part_uri(msn, ev.index)
         self._seg_parts.append(data)
-        if ev.index == 0:
-            await self._write_state()  # this MSN is now taken, even if we crash
-        await self._write_playlist()
+        if not self._dur_total90 and end90 > self._seg_start90:
+            self._estimate_first_segment(end90 - self._seg_start90)
+        await self._write_playlist()  # with the state: this MSN is now taken, even if we crash
 
     async def _on_segment(self, ev: SegmentReady) -> None:
         pl = self.playlist
@@ -387,13 +432,23 @@ class Packager:
             due += self._deletes.popleft()[1]
         if due:
             await self.store.adelete_many(self.room_id, self.rendition, due)
-        await self._write_state()
         await self._write_playlist()
+
+    def _estimate_first_segment(self, duration90: int) -> None:
+        # Players tune in during the first segment too, and BANDWIDTH and
+        # FRAME-RATE must be real then (bis 4.4.6.2 REQUIRED, Apple 9.15):
+        # estimate from the parts so far; _account() replaces the estimate.
+        out = self.output
+        out.peak_bandwidth = out.average_bandwidth = sum(map(len, self._seg_parts)) * 8 * VIDEO_TIMESCALE // duration90
+        if self._video_dur90:
+            out.frame_rate_milli = self._video_frames * VIDEO_TIMESCALE * 1000 // self._video_dur90
 
     def _account(self, nbytes: int, duration90: int) -> None:
         out = self.output
         if duration90 > 0:
-            out.peak_bandwidth = max(out.peak_bandwidth, nbytes * 8 * VIDEO_TIMESCALE // duration90)
+            # The first segment's rate replaces the estimate made from its parts.
+            peak = out.peak_bandwidth if self._dur_total90 else 0
+            out.peak_bandwidth = max(peak, nbytes * 8 * VIDEO_TIMESCALE // duration90)
         self._bytes_total += nbytes
         self._dur_total90 += duration90
         if self._dur_total90:
@@ -406,13 +461,23 @@ class Packager:
         pl = self.playlist
         # The MSN after any segment that has published parts, and the DSN of
         # the newest segment: a restart continues strictly after both.
+        out = self.output
         state = {"next_msn": pl.next_msn + (1 if pl.open is not None else 0),
                  "discontinuity_sequence": pl.discontinuity_sequence + sum(
-                     1 for s in pl.segments + ([pl.open] if pl.open else []) if s.discontinuity)}
+                     1 for s in pl.segments + ([pl.open] if pl.open else []) if s.discontinuity),
+                 # For origins in other processes (origin/files.py).
+                 "playlist": pl.to_state(),
+                 "output": {"codecs": out.codecs, "width": out.width, "height": out.height,
+                            "frame_rate_milli": out.frame_rate_milli, "peak_bandwidth": out.peak_bandwidth,
+                            "average_bandwidth": out.average_bandwidth},
+                 "modified_at": time.time()}
         await self.store.awrite(self.room_id, self.rendition, STATE_FILE, json.dumps(state).encode())
 
     async def _write_playlist(self) -> None:
-        # The file copy is for readers in other processes (nginx, files.py);
-        # the in-process origin renders from the model.
+        # The file copies are for readers in other processes (nginx reads the
+        # playlist, origin/files.py the state, woken by its rename); the
+        # in-process origin renders from the model. The state goes last: a
+        # reader woken by it finds the part and the playlist already there.
         await self.store.awrite(self.room_id, self.rendition, PLAYLIST_FILE, self.playlist.render().encode())
+        await self._write_state()
         await self.output.notify()

@@ -11,7 +11,7 @@ from typing import Any
 
 from storage.segments import SegmentStore
 from transcoder.hls_settings import HlsSettings
-from transcoder.packager import Consumer, Packager, RenditionOutput
+from transcoder.packager import Consumer, Packager, RenditionOutput, RoomTimeline
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class PackagingService:
         self._outputs: dict[str, dict[str, RenditionOutput]] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task] = {}
         self._consumers: dict[tuple[str, str], Consumer] = {}
+        self._timelines: dict[str, RoomTimeline] = {}
 
     def start(self, room_id: str, hub: Any) -> None:
         """Subscribe to the live's StreamHub and package its source rendition."""
@@ -46,7 +47,8 @@ class PackagingService:
         old = self._tasks.get(key)
         if old is not None and not old.done():
             raise RuntimeError(f"{room_id}/{rendition} is already being packaged")
-        packager = Packager(room_id, rendition, self.store, self.settings)
+        timeline = self._timelines.setdefault(room_id, RoomTimeline(leader=SOURCE))
+        packager = Packager(room_id, rendition, self.store, self.settings, timeline=timeline)
         self._outputs.setdefault(room_id, {})[rendition] = packager.output
         self._consumers[key] = consumer
         task = asyncio.create_task(self._run(packager, consumer), name=f"packager:{room_id}:{rendition}")

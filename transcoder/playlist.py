@@ -161,6 +161,63 @@ class MediaPlaylist:
                 self.discontinuity_sequence += 1
         return removed
 
+    # ----------------------------------------------------------------- state
+    # A plain-JSON snapshot of the model, so another process (origin/files.py)
+    # can serve the same playlist from disk. Part URIs are derived from
+    # (MSN, index) exactly as add_part() names them, so they are not stored.
+    STATE_VERSION = 1
+
+    def to_state(self) -> dict:
+        def seg(s: Segment) -> dict:
+            return {"msn": s.msn, "map": s.map_uri, "pdt_ms": s.pdt_ms, "disc": s.discontinuity,
+                    "parts": [[p.duration, p.independent] for p in s.parts], "complete": s.complete}
+
+        return {
+            "v": self.STATE_VERSION,
+            "timescale": self.timescale,
+            "target_duration_s": self.target_duration_s,
+            "part_target": self.part_target,
+            "window_segments": self.window_segments,
+            "media_sequence": self.media_sequence,
+            "discontinuity_sequence": self.discontinuity_sequence,
+            "next_msn": self.next_msn,
+            "segments": [seg(s) for s in self.segments],
+            "open": seg(self.open) if self.open is not None else None,
+            "ended": self.ended,
+            "map": self.map_uri,
+            "pending_disc": self._pending_discontinuity,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> "MediaPlaylist":
+        """Inverse of to_state(); ValueError on anything malformed (the file
+        may come from another process or another version)."""
+        try:
+            if state["v"] != cls.STATE_VERSION:
+                raise ValueError(f"unknown playlist state version {state['v']!r}")
+            pl = cls(timescale=_pos(state["timescale"]), target_duration_s=_pos(state["target_duration_s"]),
+                     part_target=_pos(state["part_target"]), window_segments=_pos(state["window_segments"]),
+                     first_msn=_nat(state["media_sequence"]),
+                     discontinuity_sequence=_nat(state["discontinuity_sequence"]))
+            pl.next_msn = _nat(state["next_msn"])
+
+            def seg(d: dict) -> Segment:
+                msn = _nat(d["msn"])
+                s = Segment(msn, _str(d["map"]), _nat(d["pdt_ms"]), bool(d["disc"]), complete=bool(d["complete"]))
+                for i, (duration, independent) in enumerate(d["parts"]):
+                    s.parts.append(Part(part_uri(msn, i), _nat(duration), bool(independent)))
+                s.duration = sum(p.duration for p in s.parts)
+                return s
+
+            pl.segments = [seg(d) for d in state["segments"]]
+            pl.open = seg(state["open"]) if state["open"] is not None else None
+            pl.ended = bool(state["ended"])
+            pl.map_uri = _str(state["map"]) if state["map"] is not None else None
+            pl._pending_discontinuity = bool(state["pending_disc"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed playlist state: {exc!r}") from None
+        return pl
+
     # --------------------------------------------------------------- queries
     def last_part(self) -> tuple[int, int] | None:
         """(MSN, part index) of the newest part, if any."""
@@ -280,6 +337,25 @@ class MediaPlaylist:
         if self.ended:
             lines.append("#EXT-X-ENDLIST")
         return "\n".join(lines) + "\n"
+
+
+def _nat(value) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return value
+
+
+def _pos(value) -> int:
+    if _nat(value) == 0:
+        raise ValueError("expected a positive integer, got 0")
+    return value
+
+
+def _str(value) -> str:
+    # Names end up in the playlist text: refuse anything that could break a line or a quote.
+    if not isinstance(value, str) or not INIT_RE.match(value):
+        raise ValueError(f"bad init segment name {value!r}")
+    return value
 
 
 # ------------------------------------------------------------- multivariant

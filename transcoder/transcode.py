@@ -185,6 +185,12 @@ class Transcoder:
         self.queues: list[RenditionQueue] = []
         self.sizes: list[tuple[int, int]] = []
         self.active: list[bool] = []
+        # A rendition's video config comes from the worker at its first
+        # keyframe; pass-through audio given to the packager before it would
+        # start an audio-only track set (then a DISCONTINUITY). Until then
+        # its audio waits here (bounded by max_pending_items).
+        self._video_ready: list[bool] = []
+        self._early: list[collections.deque] = []
         self.restarts = 0
         self.degradations = 0
         self._restart_times: collections.deque[float] = collections.deque()
@@ -332,6 +338,8 @@ class Transcoder:
             self.queues.append(q)
             self.sizes.append((r.width_for(cfg.width, cfg.height) if cfg.height else 0, r.height))
             self.active.append(True)
+            self._video_ready.append(False)
+            self._early.append(collections.deque(maxlen=self.settings.max_pending_items))
         self._pending.clear()  # already given to the new queues above
         for r, q in zip(chosen, self.queues):
             self.make_packager(r.name, q)
@@ -352,9 +360,16 @@ class Transcoder:
             self._deliver_all(self._pending.popleft()[1])
 
     def _deliver_all(self, item) -> None:
-        for q, on in zip(self.queues, self.active):
-            if on:
-                q.put(item)
+        media = isinstance(item, Frame)
+        for q, on, ready, early in zip(self.queues, self.active, self._video_ready, self._early):
+            if not on:
+                continue
+            if media and not ready:
+                early.append(item)
+                continue
+            if not ready:
+                early.clear()  # a session boundary: that audio belongs to no video
+            q.put(item)
 
     async def _send(self, msg: Message, *, retry: bool = True) -> None:
         while True:
@@ -375,7 +390,7 @@ class Transcoder:
                 self._check_lag()
                 return
             except (_WorkerGone, ConnectionError, BrokenPipeError) as exc:
-                log.warning("%s: transcode worker lost: %s", self.room_id, exc or type(exc).__name__)
+                log.warning("%s: transcode worker lost: %s", self.room_id, str(exc) or type(exc).__name__)
                 await self._stop_worker()
                 if not retry:
                     return
@@ -503,7 +518,12 @@ class Transcoder:
                 self._deliver_all(CodecConfig(AUDIO, codec, record, sample_rate=rate, channels=channels))
             elif msg.track < len(self.queues):
                 self.sizes[msg.track] = (w, h)
-                self.queues[msg.track].put(CodecConfig(VIDEO, codec, record, width=w, height=h))
+                queue = self.queues[msg.track]
+                queue.put(CodecConfig(VIDEO, codec, record, width=w, height=h))
+                self._video_ready[msg.track] = True
+                early = self._early[msg.track]
+                while early:
+                    queue.put(early.popleft())
         elif msg.type == T_ERROR:
             log.error("%s: transcode worker error: %s", self.room_id, msg.json().get("message"))
 
