@@ -31,6 +31,7 @@ import asyncio, json, sys
 sys.path.insert(0, sys.argv[1])
 from dataclasses import dataclass
 from ingest.registry import StreamRegistry
+from ingest.limits import IngestLimits
 from ingest.server import RtmpServer, PublishRefused
 from ingest.frames import Frame
 
@@ -61,7 +62,8 @@ async def count(hub):
 async def main():
     registry = StreamRegistry(end_grace_s=1.0)
     registry.add_listener(lambda hub: asyncio.get_running_loop().create_task(count(hub)))
-    server = RtmpServer(Authority(), registry)
+    # Every publisher comes from 127.0.0.1: lift the per-address limit (32).
+    server = RtmpServer(Authority(), registry, limits=IngestLimits(max_connections_per_address=1000))
     await server.start("127.0.0.1", 0)
     print(json.dumps({"port": server.port}), flush=True)
     loop = asyncio.get_running_loop()
