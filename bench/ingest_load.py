@@ -11,9 +11,7 @@ source file). The source is encoded once; the publishers are `ffmpeg -re
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
+from bench.common import encode_720p_source, proc_cpu_s, proc_rss_mib  # noqa: E402
+
 
 SERVER = r"""
 import asyncio, json, sys
@@ -76,30 +74,6 @@ asyncio.run(main())
 """
 
 
-def encode_source(path: Path, seconds: int) -> int:
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
-         "-c:v", "libx264", "-preset", "veryfast", "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "5000k",
-         "-g", "60", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv", str(path)],
-        check=True,
-    )
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_packets", "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", str(path)],
-        check=True, capture_output=True, text=True,
-    ).stdout.split()
-    return sum(int(n) for n in out)
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_rss_mib(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
-
-
 def run(streams: int, source: Path, frames: int) -> dict:
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(ROOT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -146,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "source.flv"
-        frames = encode_source(source, args.seconds)
+        frames = encode_720p_source(source, args.seconds)
         print(f"source: 1280x720 30 fps H.264 2.5 Mbit/s + AAC, {args.seconds} s, {frames} frames")
         print(f"{'streams':>7} {'cpu%/stream':>11} {'cpu% total':>10} {'rss idle MiB':>12} {'rss peak MiB':>12} {'complete':>9}")
         for n in args.streams:

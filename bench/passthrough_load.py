@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,57 +39,9 @@ import m3u8  # noqa: E402
 from storage.database import Database, sqlite_url  # noqa: E402
 from storage.keys import key_digest  # noqa: E402
 from storage.models import Live, Member, Producer, Room, utcnow  # noqa: E402
+from bench.common import children_cpu_s, encode_720p_source, free_port, proc_cpu_s, proc_rss_mib  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 LIVECAST = Path(sys.executable).parent / "livecast"
-
-
-def encode_source(path: Path, seconds: int) -> None:
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
-         "-c:v", "libx264", "-preset", "veryfast", "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "5000k",
-         "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
-         "-c:a", "aac", "-b:a", "128k", "-f", "flv", str(path)],
-        check=True, stdin=subprocess.DEVNULL,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_rss_mib(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
-
-
-def descendants(pid: int) -> list[int]:
-    out = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                out += [int(child)] + descendants(int(child))
-    except OSError:
-        pass
-    return out
-
-
-def children_cpu_s(pid: int) -> float:
-    total = 0.0
-    for child in descendants(pid):
-        try:
-            total += proc_cpu_s(child)
-        except OSError:
-            pass
-    return total
 
 
 async def seed(data_dir: Path, streams: int) -> list[tuple[str, str]]:
@@ -254,7 +205,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "source.flv"
-        encode_source(source, args.seconds)
+        encode_720p_source(source, args.seconds)
         print(f"source: 1280x720 30 fps H.264 2.5 Mbit/s (2 s GOP) + AAC 128k, {args.seconds} s; "
               f"part target 250 ms; {os.cpu_count()} CPUs")
         print(f"{'streams':>7} {'cpu%/stream':>11} {'cpu% total':>10} {'child cpu%':>10} {'rss idle MiB':>12} "

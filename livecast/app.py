@@ -17,8 +17,7 @@ from ingest.registry import StreamRegistry
 from ingest.server import RtmpServer
 from livecast.authority import DatabaseAuthority
 from livecast.config import data_dir as config_data_dir
-from livecast.http import HEALTH, healthz
-from livecast.metrics import METRICS, metrics_handler
+from livecast.http import add_service_routes
 from storage.database import Database, sqlite_url
 from storage.lives import reset_crashed_lives
 from storage.models import LiveOption
@@ -28,7 +27,9 @@ from transcoder.ladder import parse_ladder
 from transcoder.packaging import PackagingService
 from transcoder.thumbnails import THUMBNAIL_FILE, ThumbnailPool, Thumbnailer
 from transcoder.transcode import TranscodeSettings, Transcoder
+from control_api import ApiContext, mount_api
 from origin.hls import add_hls_routes
+from origin.watch import add_watch_routes
 
 log = logging.getLogger(__name__)
 
@@ -176,35 +177,22 @@ class Livecast:
 
     def _build_http(self) -> None:
         app = self.http_app
-        app[HEALTH] = self.health
-        app.router.add_get("/healthz", healthz)
-        app[METRICS] = self.metric_families
-        app.router.add_get("/metrics", metrics_handler)
+        add_service_routes(app, self.health, self.metric_families)
         add_hls_routes(app, self.packaging)
-        try:
-            from origin.watch import add_watch_routes
-        except ImportError:
-            pass
-        else:
-            add_watch_routes(app, self.db)
-        try:
-            from control_api import ApiContext, mount_api
-        except ImportError:
-            pass
-        else:
-            mount_api(
-                app,
-                ApiContext(
-                    db=self.db,
-                    config=self.config,
-                    data_dir=self.data_dir,
-                    public_url=self.public_url,
-                    rtmp_url=self.rtmp_url,
-                    drop_live=self.registry.drop,
-                    streams=self.streams,
-                    thumbnail_url=self.thumbnail_url,
-                ),
-            )
+        add_watch_routes(app, self.db)
+        mount_api(
+            app,
+            ApiContext(
+                db=self.db,
+                config=self.config,
+                data_dir=self.data_dir,
+                public_url=self.public_url,
+                rtmp_url=self.rtmp_url,
+                drop_live=self.registry.drop,
+                streams=self.streams,
+                thumbnail_url=self.thumbnail_url,
+            ),
+        )
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import logging
@@ -74,18 +75,26 @@ def _urls(config) -> tuple[str, str]:
     return public, f"rtmp://{host(config.rtmp.host)}:{config.rtmp.port}/{config.rtmp.app}"
 
 
-async def _demo(config) -> dict:
+@contextlib.asynccontextmanager
+async def _database(config):
+    """The configured database, schema created, for one CLI command."""
     from storage.database import Database, sqlite_url
-    from storage.demo import ensure_demo
 
     directory = data_dir(config)
     directory.mkdir(parents=True, exist_ok=True)
     db = Database(config.database.url or sqlite_url(directory))
     try:
         await db.create_all()
-        demo = await ensure_demo(db, directory)
+        yield db
     finally:
         await db.dispose()
+
+
+async def _demo(config) -> dict:
+    from storage.demo import ensure_demo
+
+    async with _database(config) as db:
+        demo = await ensure_demo(db, data_dir(config))
     return demo_json(*_urls(config), demo)
 
 
@@ -129,6 +138,11 @@ async def _serve(config, demo: bool) -> None:
 
         # After start: the URLs carry the ports actually bound.
         print_how_to(demo_json(server.public_url, server.rtmp_url, await ensure_demo(server.db, server.data_dir)))
+    await _run_until_signal(server)
+
+
+async def _run_until_signal(server) -> None:
+    """Serve until SIGINT or SIGTERM, then stop cleanly (exit code 0)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -146,28 +160,14 @@ async def _origin(config) -> None:
     await server.start()
     logging.getLogger("livecast").info("origin listening: HTTP %s, serving %s", server.public_url,
                                        server.data_dir / "hls")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
+    await _run_until_signal(server)
 
 
 async def _admin_create(config, email: str, nickname: str, password: str) -> int:
     from control_api import create_admin
-    from storage.database import Database, sqlite_url
 
-    directory = data_dir(config)
-    directory.mkdir(parents=True, exist_ok=True)
-    db = Database(config.database.url or sqlite_url(directory))
-    try:
-        await db.create_all()
+    async with _database(config) as db:
         return await create_admin(db, email, password, nickname)
-    finally:
-        await db.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         if len(password) < 8:
             print("livecast: the password must have at least 8 characters", file=sys.stderr)
             return 2
-        member_id = asyncio.run(_admin_create(config, args.email, args.nickname, password))
+        try:
+            member_id = asyncio.run(_admin_create(config, args.email, args.nickname, password))
+        except ValueError as exc:
+            print(f"livecast: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps({"member_id": member_id, "email": args.email, "role": "admin"}))
         return 0
     return 2

@@ -19,8 +19,7 @@ from aiohttp import web
 
 from livecast.app import hls_settings
 from livecast.config import data_dir as config_data_dir
-from livecast.http import HEALTH, healthz
-from livecast.metrics import METRICS, metrics_handler
+from livecast.http import add_service_routes
 from origin.files import FileOutputs
 from origin.hls import add_hls_routes
 from storage.database import Database, sqlite_url
@@ -69,10 +68,7 @@ class OriginServer:
 
     def _build_http(self) -> None:
         app = self.http_app
-        app[HEALTH] = self.health
-        app.router.add_get("/healthz", healthz)
-        app[METRICS] = self.metric_families
-        app.router.add_get("/metrics", metrics_handler)
+        add_service_routes(app, self.health, self.metric_families)
         add_hls_routes(app, self.outputs)
         url = self.config.database.url
         if url or (self.data_dir / "livecast.db").is_file():

@@ -147,3 +147,12 @@ def test_admin_create_refuses_a_short_password(tmp_path):
         input="short\n", capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2 and "at least 8" in result.stderr
+
+
+def test_admin_create_refuses_a_bad_email(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "livecast.cli", "admin", "create", "--data-dir", str(tmp_path),
+         "--email", "not-an-email", "--password-stdin"],
+        input="long enough password\n", capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and "email" in result.stderr and "Traceback" not in result.stderr
