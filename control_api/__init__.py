@@ -15,7 +15,7 @@ from sqlalchemy import select
 from control_api.context import API_KEY, Api, ApiContext
 from control_api.cors import cors_middleware
 from control_api.errors import ApiError, problem_middleware
-from control_api.validation import EMAIL, NICKNAME, PASSWORD, validate
+from control_api.validation import EMAIL, NICKNAME, PASSWORD, body_limit_middleware, validate
 from storage.database import Database
 from storage.models import Member, utcnow
 from storage.passwords import hash_password
@@ -27,13 +27,15 @@ log = logging.getLogger(__name__)
 
 def mount_api(app: web.Application, ctx: ApiContext) -> None:
     """Add the /api/v1 routes and the /api/-only middlewares (CORS outside,
-    JSON problems inside) to `app`; other routes are left as they are."""
+    then JSON problems, then the body limit) to `app`; other routes are left
+    as they are."""
     from control_api import admin, lives, members, openapi, reports, rooms, streams
 
     app[API_KEY] = Api.build(ctx)
     # Outermost first: CORS headers go on problem answers too.
     app.middlewares.append(cors_middleware(list(ctx.config.api.cors_origins)))
     app.middlewares.append(problem_middleware)
+    app.middlewares.append(body_limit_middleware(ctx.config.http.max_body_bytes))
     for module in (members, rooms, lives, reports, admin, streams, openapi):
         app.router.add_routes(module.routes)
 

@@ -13,7 +13,7 @@ from control_api.context import get_api
 from control_api.errors import bad_request, json_response, not_found
 from control_api.lives import LIVE_ID_RE, STATE_BODY, block_member_lives, set_live_state, unblock_member_lives
 from control_api.rooms import live_json
-from control_api.validation import Field, query_bool, query_int, read_json
+from control_api.validation import Field, page, query_bool, read_json
 from storage.models import Live, Member, Producer, Report, utcnow
 from storage.tokens import revoke_member
 
@@ -21,8 +21,14 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 MEMBER_ID_RE = r"{member_id:\d{1,18}}"
-PAGE_MAX = 100
 UNBLOCK = {"unblock_lives": Field(bool, required=False)}
+
+
+async def _member_or_404(session, member_id: int) -> Member:
+    member = await session.get(Member, member_id)
+    if member is None:
+        raise not_found("no such member")
+    return member
 
 
 async def _member_lives(session, member_ids: list[int]) -> dict[int, list[dict]]:
@@ -40,8 +46,7 @@ async def _member_lives(session, member_ids: list[int]) -> dict[int, list[dict]]
 async def list_reports(request: web.Request) -> web.Response:
     api = get_api(request)
     await current_admin(request)
-    limit = query_int(request, "limit", 50, 1, PAGE_MAX)
-    offset = query_int(request, "offset", 0, 0, 10**9)
+    limit, offset = page(request)
     include_resolved = query_bool(request, "include_resolved")
     where = [] if include_resolved else [Report.resolved_at.is_(None)]
     reporters = func.count(func.distinct(Report.report_user_id)).label("reporters")
@@ -87,8 +92,7 @@ async def resolve_reports(request: web.Request) -> web.Response:
     body = await read_json(request, UNBLOCK, api.max_body_bytes)
     member_id = int(request.match_info["member_id"])
     async with api.db.session() as session, session.begin():
-        if await session.get(Member, member_id) is None:
-            raise not_found("no such member")
+        await _member_or_404(session, member_id)
         result = await session.execute(
             update(Report).where(Report.reported_user_id == member_id, Report.resolved_at.is_(None)).values(resolved_at=utcnow())
         )
@@ -101,8 +105,7 @@ async def resolve_reports(request: web.Request) -> web.Response:
 async def list_members(request: web.Request) -> web.Response:
     api = get_api(request)
     await current_admin(request)
-    limit = query_int(request, "limit", 50, 1, PAGE_MAX)
-    offset = query_int(request, "offset", 0, 0, 10**9)
+    limit, offset = page(request)
     email = request.query.get("email")
     query = select(Member).order_by(Member.id)
     if email is not None:
@@ -123,9 +126,7 @@ async def suspend(request: web.Request) -> web.Response:
     if member_id == admin.id:
         raise bad_request("you cannot suspend yourself", {"member_id": "must not be yourself"})
     async with api.db.session() as session, session.begin():
-        member = await session.get(Member, member_id)
-        if member is None:
-            raise not_found("no such member")
+        member = await _member_or_404(session, member_id)
         member.suspended = True
         # Their sessions end now; access tokens fail at the next request.
         await revoke_member(session, member_id)
@@ -141,9 +142,7 @@ async def unsuspend(request: web.Request) -> web.Response:
     body = await read_json(request, UNBLOCK, api.max_body_bytes)
     member_id = int(request.match_info["member_id"])
     async with api.db.session() as session, session.begin():
-        member = await session.get(Member, member_id)
-        if member is None:
-            raise not_found("no such member")
+        member = await _member_or_404(session, member_id)
         member.suspended = False
     unblocked = await unblock_member_lives(api, member_id) if body.get("unblock_lives") else []
     log.warning("admin %d lifted the suspension of member %d", admin.id, member_id)
@@ -154,8 +153,7 @@ async def unsuspend(request: web.Request) -> web.Response:
 async def list_lives(request: web.Request) -> web.Response:
     api = get_api(request)
     await current_admin(request)
-    limit = query_int(request, "limit", 50, 1, PAGE_MAX)
-    offset = query_int(request, "offset", 0, 0, 10**9)
+    limit, offset = page(request)
     state = request.query.get("live_state")
     query = select(Live).order_by(Live.live_id)
     if state is not None:

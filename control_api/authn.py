@@ -9,7 +9,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from control_api.context import get_api
+from control_api.context import Api, get_api
 from control_api.errors import forbidden, not_found, unauthorized
 from control_api.tokens import TokenError
 from storage.models import Live, Member, Producer, Room
@@ -57,12 +57,19 @@ async def current_member(request: web.Request, *, allow_unverified: bool = False
         member = await session.get(Member, claims.member_id)
     if member is None:
         raise unauthorized("unknown member", "invalid_token")
+    check_standing(api, member, allow_unverified=allow_unverified)
+    request[MEMBER_KEY] = member
+    return member
+
+
+def check_standing(api: Api, member: Member, *, allow_unverified: bool = False) -> None:
+    """403 for a suspended member, and for an unverified one where the config
+    requires verification: the same rule for login and for every request."""
     if member.suspended:
         raise forbidden("this account is suspended", "suspended")
     if not allow_unverified and api.api.require_verified_email and member.email_verified_at is None:
-        raise forbidden("verify your email address first", "email_not_verified")
-    request[MEMBER_KEY] = member
-    return member
+        raise forbidden("verify your email address first (POST /api/v1/auth/verify/resend for a new mail)",
+                        "email_not_verified")
 
 
 async def current_admin(request: web.Request) -> Member:

@@ -20,7 +20,7 @@ from control_api.rooms import key_answer, live_json
 from control_api.validation import Field, read_json
 from storage.keys import key_digest, new_stream_key
 from storage.lives import compare_and_set
-from storage.models import Live, LiveBlock, LiveOption, Producer, utcnow
+from storage.models import Live, LiveBlock, LiveOption, Member, Producer, utcnow
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -106,12 +106,18 @@ async def unblock_member_lives(api: Api, member_id: int) -> list[int]:
     return changed
 
 
-@routes.get(f"/api/v1/lives/{LIVE_ID_RE}")
-async def get_live(request: web.Request) -> web.Response:
+async def _producer_live(request: web.Request) -> tuple[Api, Member, Live]:
+    """The live of the URL, for a producer of its room (401/403/404 else)."""
     api = get_api(request)
     member = await current_member(request)
     async with api.db.session() as session:
         live = await live_for_producer(session, member, int(request.match_info["live_id"]))
+    return api, member, live
+
+
+@routes.get(f"/api/v1/lives/{LIVE_ID_RE}")
+async def get_live(request: web.Request) -> web.Response:
+    api, _, live = await _producer_live(request)
     return json_response(live_json(api, live))
 
 
@@ -134,11 +140,8 @@ async def rotate_key(request: web.Request) -> web.Response:
 
 @routes.put(f"/api/v1/lives/{LIVE_ID_RE}/state")
 async def put_state(request: web.Request) -> web.Response:
-    api = get_api(request)
-    member = await current_member(request)
+    api, _, live = await _producer_live(request)
     body = await read_json(request, STATE_BODY, api.max_body_bytes)
-    async with api.db.session() as session:
-        live = await live_for_producer(session, member, int(request.match_info["live_id"]))
     state, dropped = await set_live_state(api, live.live_id, body["live_state"], f"{body['live_state']} by producer",
                                           "producer")
     async with api.db.session() as session:
@@ -153,10 +156,8 @@ async def _options(session, live_id: int) -> dict:
 
 @routes.get(f"/api/v1/lives/{LIVE_ID_RE}/options")
 async def get_options(request: web.Request) -> web.Response:
-    api = get_api(request)
-    member = await current_member(request)
+    api, _, live = await _producer_live(request)
     async with api.db.session() as session:
-        live = await live_for_producer(session, member, int(request.match_info["live_id"]))
         return json_response(await _options(session, live.live_id))
 
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from control_api.authn import current_member, iso, member_json
+from control_api.authn import check_standing, current_member, iso, member_json
 from control_api.context import Api, get_api
 from control_api.errors import ApiError, conflict, forbidden, json_response, not_found, too_many, unauthorized
 from control_api.mail import MailError
@@ -144,14 +144,21 @@ async def _member_by_email(api: Api, email: str) -> Member | None:
         return (await session.execute(select(Member).where(Member.email == email))).scalar_one_or_none()
 
 
-@routes.post("/api/v1/auth/verify/resend")
-async def verify_resend(request: web.Request) -> web.Response:
+async def _mail_request(request: web.Request) -> tuple[Api, Member | None]:
+    """The common part of the routes that mail a token to `{"email"}`: both
+    the sender's address and the mailbox are rate-limited (so neither one
+    client nor many can flood one inbox), then the member, if any."""
     api = get_api(request)
     body = await read_json(request, {"email": EMAIL}, api.max_body_bytes)
     email = body["email"].lower()
     _limit(api.mail_by_key, "addr:" + client_address(request), "mail requests")
     _limit(api.mail_by_key, "mail:" + email, "mail requests")
-    member = await _member_by_email(api, email)
+    return api, await _member_by_email(api, email)
+
+
+@routes.post("/api/v1/auth/verify/resend")
+async def verify_resend(request: web.Request) -> web.Response:
+    api, member = await _mail_request(request)
     # The same answer whether or not the account exists.
     if member is not None and member.email_verified_at is None and not member.suspended:
         await _mail_token(api, member, "verify")
@@ -174,10 +181,8 @@ async def login(request: web.Request) -> web.Response:
     ok = await asyncio.to_thread(verify_password, body["password"], stored)
     if member is None or not ok:
         raise unauthorized("wrong email or password", "invalid_credentials")
-    if member.suspended:
-        raise forbidden("this account is suspended", "suspended")
-    if api.api.require_verified_email and member.email_verified_at is None:
-        raise forbidden("verify your email address first (POST /api/v1/auth/verify/resend for a new mail)", "email_not_verified")
+    # Checked after the password, so only the account's holder learns it.
+    check_standing(api, member)
     log.info("member %d logged in", member.id)
     return json_response(await _issue_login(api, member))
 
@@ -197,8 +202,7 @@ async def refresh(request: web.Request) -> web.Response:
         member = await session.get(Member, row.member_id)
     if member is None:
         raise unauthorized("unknown member", "invalid_token")
-    if member.suspended:
-        raise forbidden("this account is suspended", "suspended")
+    check_standing(api, member)
     return json_response(await _issue_login(api, member, row.family))
 
 
@@ -217,12 +221,7 @@ async def logout(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/auth/password-reset")
 async def password_reset(request: web.Request) -> web.Response:
-    api = get_api(request)
-    body = await read_json(request, {"email": EMAIL}, api.max_body_bytes)
-    email = body["email"].lower()
-    _limit(api.mail_by_key, "addr:" + client_address(request), "mail requests")
-    _limit(api.mail_by_key, "mail:" + email, "mail requests")
-    member = await _member_by_email(api, email)
+    api, member = await _mail_request(request)
     if member is not None and not member.suspended:
         await _mail_token(api, member, "reset")
     return json_response({"accepted": True}, 202)
@@ -270,9 +269,8 @@ async def me_password(request: web.Request) -> web.Response:
     member = await current_member(request)
     body = await read_json(request, {"current_password": Field(str, min_len=1, max_len=1024), "new_password": PASSWORD},
                            api.max_body_bytes)
-    wait = api.login_by_account.check_and_hit(member.email)
-    if wait > 0:
-        raise too_many("too many password attempts; try again later", wait)
+    # The same per-account budget as login: this route also tests passwords.
+    _limit(api.login_by_account, member.email, "password attempts")
     if not await asyncio.to_thread(verify_password, body["current_password"], member.password_hash):
         raise forbidden("the current password is wrong", "invalid_credentials")
     password_hash = await asyncio.to_thread(hash_password, body["new_password"])

@@ -33,9 +33,11 @@ def op(summary: str, auth: str | None = None, body: dict | None = None, required
        ok: int = 200, errors: tuple[int, ...] = (), query: dict | None = None) -> dict:
     """auth: None (public), "member", "producer" or "admin"."""
     responses: dict = {str(ok): {"description": "success"}}
-    codes = set(errors)
+    # Every /api/ route reads a body sent to it with the same size and time
+    # limits (validation.body_limit_middleware), so 413 and 408 are everywhere.
+    codes = set(errors) | {408, 413}
     if body is not None:
-        codes |= {400, 413}
+        codes |= {400}
     if auth:
         codes |= {401, 403}
     for code in sorted(codes):
@@ -160,7 +162,8 @@ def _with_path_params(paths: dict) -> dict:
 
 _ERRORS = {400: "validation failed or malformed JSON", 401: "missing, invalid or expired token",
            403: "not allowed (role, producer, suspended, unverified)", 404: "not found", 409: "conflict",
-           413: "request body too large", 429: "rate limited; see Retry-After"}
+           408: "request body not received in time", 413: "request body too large",
+           429: "rate limited; see Retry-After"}
 
 DOCUMENT = {
     "openapi": "3.1.0",

@@ -1,9 +1,11 @@
 """In-memory sliding-window rate limits, bounded in memory.
 
-Each key (an address, an account) keeps at most `limit` timestamps; the table
-keeps at most `max_keys` keys and forgets the least recently used first, so a
-flood of distinct addresses costs bounded memory (it can only make us forget
-old counters early, never grow without end).
+Each key (an address, an account) keeps at most `limit` timestamps. The table
+is ordered by each key's latest hit, so keys whose window has passed are at its
+front and are pruned there on every hit (amortised O(1)); past that, it keeps
+at most `max_keys` keys and forgets the least recently hit first. A flood of
+distinct addresses therefore costs bounded memory: it can only make us forget
+old counters early, never grow without end.
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ class RateLimiter:
     def hit(self, key: str) -> None:
         if self.limit <= 0:
             return
+        now = self._clock()
+        self.prune(now)
         hits = self._hits.get(key)
         if hits is None:
             hits = self._hits[key] = deque(maxlen=self.limit)
@@ -43,7 +47,21 @@ class RateLimiter:
                 self._hits.popitem(last=False)
         else:
             self._hits.move_to_end(key)
-        hits.append(self._clock())
+        hits.append(now)
+
+    def prune(self, now: float | None = None) -> int:
+        """Forget keys with no hit inside the window; returns how many."""
+        if now is None:
+            now = self._clock()
+        pruned = 0
+        # Front = least recently hit: stop at the first key still counting.
+        while self._hits:
+            key, hits = next(iter(self._hits.items()))
+            if hits and hits[-1] > now - self.window_s:
+                break
+            del self._hits[key]
+            pruned += 1
+        return pruned
 
     def check_and_hit(self, key: str) -> float:
         """Count one event; returns 0 if allowed, else the seconds to wait

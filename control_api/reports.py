@@ -8,7 +8,7 @@ import logging
 from datetime import timedelta
 
 from aiohttp import web
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from control_api.authn import aware, current_member, iso
 from control_api.context import get_api
@@ -47,6 +47,9 @@ async def create_report(request: web.Request) -> web.Response:
     async with api.db.session() as session, session.begin():
         if await session.get(Member, body["member_id"]) is None:
             raise not_found("no such member")
+        # Events past the window count for nothing: dropped here so the
+        # table stays bounded by an hour of reports.
+        await session.execute(delete(ReportEvent).where(ReportEvent.created_at <= now - timedelta(seconds=HOUR_S)))
         # Counted in SQL so the limit holds across restarts and processes.
         recent = (await session.execute(
             select(func.count(), func.min(ReportEvent.created_at))

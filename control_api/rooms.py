@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from control_api.authn import current_member, iso, is_producer, member_json, room_for_producer
 from control_api.context import Api, get_api
 from control_api.errors import bad_request, conflict, forbidden, json_response, not_found
-from control_api.validation import Field, check_multiline, check_text, EMAIL, query_int, read_json
+from control_api.validation import EMAIL, Field, check_multiline, check_text, page, query_bool, read_json
 from storage.keys import key_digest, new_stream_key
 from storage.lives import compare_and_set
 from storage.models import Live, LiveBlock, Member, Producer, Room
@@ -28,7 +28,6 @@ ROOM_ID_LENGTH = 12  # 36^12: not enumerable by scanning
 _ALPHABET = string.ascii_lowercase + string.digits
 TITLE = Field(str, min_len=1, max_len=120, check=check_text)
 INFO = Field(str, required=False, min_len=0, max_len=2000, check=check_multiline)
-PAGE_MAX = 100
 
 
 def new_room_id() -> str:
@@ -109,18 +108,22 @@ async def create_room(request: web.Request) -> web.Response:
 @routes.get("/api/v1/rooms")
 async def list_rooms(request: web.Request) -> web.Response:
     api = get_api(request)
-    limit = query_int(request, "limit", 50, 1, PAGE_MAX)
-    offset = query_int(request, "offset", 0, 0, 10**9)
-    live_only = request.query.get("live") == "true"
+    limit, offset = page(request)
+    live_only = query_bool(request, "live")
+    query = select(Room).outerjoin(Live, Live.room_id == Room.room_id)
+    if live_only:
+        query = query.where(Live.live_state == "live")
     async with api.db.session() as session:
-        query = select(Room).outerjoin(Live, Live.room_id == Room.room_id)
-        if live_only:
-            query = query.where(Live.live_state == "live")
+        # `total` counts what this filter lists, so a client can page it.
+        total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
         # On-air rooms first, then the newest.
         query = query.order_by((Live.live_state == "live").desc(), Room.created_at.desc(), Room.room_id)
         rooms = (await session.execute(query.limit(limit).offset(offset))).scalars().all()
-        total = (await session.execute(select(func.count()).select_from(Room))).scalar_one()
     return json_response({"rooms": await rooms_json(api, rooms), "total": total, "limit": limit, "offset": offset})
+
+
+async def _live_of(session, room_id: str) -> Live | None:
+    return (await session.execute(select(Live).where(Live.room_id == room_id))).scalar_one_or_none()
 
 
 async def _producers(session, room_id: str) -> list[Member]:
@@ -138,7 +141,7 @@ async def get_room(request: web.Request) -> web.Response:
         room = await session.get(Room, room_id)
         if room is None:
             raise not_found("no such room")
-        live = (await session.execute(select(Live).where(Live.room_id == room_id))).scalar_one_or_none()
+        live = await _live_of(session, room_id)
         producers = await _producers(session, room_id)
     answer = room_json(api, room, live)
     # Public names only (for reports); emails stay private.
@@ -158,7 +161,7 @@ async def update_room(request: web.Request) -> web.Response:
             room.room_title = body["room_title"]
         if "room_info" in body:
             room.room_info = body["room_info"]
-        live = (await session.execute(select(Live).where(Live.room_id == room.room_id))).scalar_one_or_none()
+        live = await _live_of(session, room.room_id)
     return json_response(room_json(api, room, live))
 
 
@@ -168,7 +171,7 @@ async def delete_room(request: web.Request) -> web.Response:
     member = await current_member(request)
     async with api.db.session() as session, session.begin():
         room = await room_for_producer(session, member, request.match_info["room_id"])
-        live = (await session.execute(select(Live).where(Live.room_id == room.room_id))).scalar_one_or_none()
+        live = await _live_of(session, room.room_id)
         block = await session.get(LiveBlock, live.live_id) if live is not None else None
         if block is not None and block.source != "producer":
             # Deleting must not shed a moderation block (a new room, a new key).
@@ -248,7 +251,7 @@ async def room_live(request: web.Request) -> web.Response:
     member = await current_member(request)
     async with api.db.session() as session:
         room = await room_for_producer(session, member, request.match_info["room_id"])
-        live = (await session.execute(select(Live).where(Live.room_id == room.room_id))).scalar_one_or_none()
+        live = await _live_of(session, room.room_id)
     if live is None:
         raise not_found("this room has no live")
     return json_response(live_json(api, live))

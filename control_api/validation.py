@@ -6,6 +6,7 @@ all reported at once in `fields` of a 400 problem.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import unicodedata
@@ -14,7 +15,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from control_api.errors import ApiError, bad_request
+from control_api.errors import ApiError, bad_request, is_api_path
 
 # RFC 5321 4.5.3.1: 64-octet local part, 254 octets for the whole path.
 EMAIL_MAX = 254
@@ -28,6 +29,16 @@ PASSWORD_MIN = 8
 PASSWORD_MAX = 128  # well under storage.passwords.MAX_PASSWORD_BYTES at 4 bytes a char
 NICKNAME_MAX = 64
 TOKEN_MAX = 256
+# A client trickling its body ties up a handler and its buffer; 10 s carries
+# the default 64 KiB limit over the slowest link worth serving.
+BODY_READ_TIMEOUT_S = 10.0
+# Listing pages: bounds both the SQL and the answer's size.
+PAGE_DEFAULT = 50
+PAGE_MAX = 100
+OFFSET_MAX = 10**9
+
+# The body read (bounded) by body_limit_middleware, for read_json.
+BODY_KEY = web.RequestKey("control_api_body", bytes)
 
 
 @dataclass(frozen=True)
@@ -113,26 +124,47 @@ def validate(data: Any, schema: dict[str, Field]) -> dict[str, Any]:
     return {k: v for k, v in data.items()}
 
 
-async def read_body(request: web.Request, max_bytes: int) -> bytes:
+async def read_body(request: web.Request, max_bytes: int, timeout_s: float = BODY_READ_TIMEOUT_S) -> bytes:
     """The request body, refused with 413 past `max_bytes` whether or not a
-    Content-Length was sent (chunked bodies are counted as they arrive)."""
+    Content-Length was sent (chunked bodies are counted as they arrive), and
+    with 408 if it has not all arrived within `timeout_s`."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(413, "payload_too_large", f"request body over {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0
-    while True:
-        chunk = await request.content.read(65536)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > max_bytes:
-            raise ApiError(413, "payload_too_large", f"request body over {max_bytes} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                chunk = await request.content.read(65536)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ApiError(413, "payload_too_large", f"request body over {max_bytes} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", f"request body not received within {timeout_s:g} s") from None
     return b"".join(chunks)
 
 
+def body_limit_middleware(max_bytes: int, timeout_s: float = BODY_READ_TIMEOUT_S):
+    """Reads every /api/ request body, bounded in size and time, before any
+    handler runs: routes that take no body (GET, DELETE, unknown paths) are
+    limited too, rather than leaving an unread body for aiohttp to drain."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        if is_api_path(request.path) and request.body_exists:
+            request[BODY_KEY] = await read_body(request, max_bytes, timeout_s)
+        return await handler(request)
+
+    return middleware
+
+
 async def read_json(request: web.Request, schema: dict[str, Field], max_bytes: int) -> dict[str, Any]:
-    raw = await read_body(request, max_bytes)
+    raw = request.get(BODY_KEY)
+    if raw is None:
+        raw = await read_body(request, max_bytes)
     ctype = request.content_type
     if raw and ctype not in ("application/json", "application/octet-stream") and not ctype.endswith("+json"):
         # A form post from another site cannot be JSON without a preflight.
@@ -145,6 +177,12 @@ async def read_json(request: web.Request, schema: dict[str, Field], max_bytes: i
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
     return validate(data, schema)
+
+
+def page(request: web.Request) -> tuple[int, int]:
+    """`limit` and `offset` of a listing, checked."""
+    return (query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX),
+            query_int(request, "offset", 0, 0, OFFSET_MAX))
 
 
 def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:

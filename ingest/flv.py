@@ -217,13 +217,8 @@ class MediaParser:
         return self._set_config(CodecConfig(VIDEO, codec, record, width=width, height=height), length_size)
 
     def _video_frame(self, codec: str, timestamp: int, cts: int, keyframe: bool, data: bytes) -> list[Frame]:
-        dts = self._clocks[VIDEO].unwrap(timestamp)
-        cfg = self._configs.get(VIDEO)
-        if cfg is None or cfg.codec != codec:
-            self.dropped_before_config += 1
-            return []
-        if not data:
-            self.empty_frames += 1
+        dts = self._frame_dts(VIDEO, codec, timestamp, data)
+        if dts is None:
             return []
         length_size = self._length_size[VIDEO]
         if length_size:
@@ -279,13 +274,8 @@ class MediaParser:
         return self._set_config(CodecConfig(AUDIO, codec, record, sample_rate=sample_rate, channels=channels), 0)
 
     def _audio_frame(self, codec: str, timestamp: int, data: bytes) -> list[Frame]:
-        dts = self._clocks[AUDIO].unwrap(timestamp)
-        cfg = self._configs.get(AUDIO)
-        if cfg is None or cfg.codec != codec:
-            self.dropped_before_config += 1
-            return []
-        if not data:
-            self.empty_frames += 1
+        dts = self._frame_dts(AUDIO, codec, timestamp, data)
+        if dts is None:
             return []
         return [Frame(AUDIO, codec, dts, dts, True, data)]
 
@@ -324,6 +314,21 @@ class MediaParser:
                 self.ignored_tracks += 1
             if mt_type in (None, MT_ONE_TRACK) or cur.remaining == 0:
                 return out
+
+    def _frame_dts(self, kind: str, codec: str, timestamp: int, data: bytes) -> int | None:
+        """The frame's unwrapped dts, or None when the frame is dropped: it
+        precedes its track's CodecConfig (or belongs to another codec than
+        it), or it is empty. The track's clock sees every timestamp, dropped
+        or not, so a wrap during a dropped stretch is still counted."""
+        dts = self._clocks[kind].unwrap(timestamp)
+        cfg = self._configs.get(kind)
+        if cfg is None or cfg.codec != codec:
+            self.dropped_before_config += 1
+            return None
+        if not data:
+            self.empty_frames += 1
+            return None
+        return dts
 
     def _set_config(self, cfg: CodecConfig, length_size: int) -> list[CodecConfig]:
         if self._configs.get(cfg.kind) == cfg:

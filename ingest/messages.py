@@ -55,12 +55,18 @@ def _u32(payload: bytes, what: str) -> int:
     return int.from_bytes(payload[:4], "big")
 
 
+def _control(type_id: int, value: int) -> RawMessage:
+    """A protocol control message carrying one u32 (spec 5.4: chunk stream
+    2, message stream 0)."""
+    return RawMessage(type_id, 0, 0, value.to_bytes(4, "big"), CSID_PROTOCOL)
+
+
 @dataclass(frozen=True, slots=True)
 class SetChunkSize:
     size: int
 
     def to_raw(self) -> RawMessage:
-        return RawMessage(SET_CHUNK_SIZE, 0, 0, self.size.to_bytes(4, "big"), CSID_PROTOCOL)
+        return _control(SET_CHUNK_SIZE, self.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +74,7 @@ class Abort:
     csid: int
 
     def to_raw(self) -> RawMessage:
-        return RawMessage(ABORT, 0, 0, self.csid.to_bytes(4, "big"), CSID_PROTOCOL)
+        return _control(ABORT, self.csid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +82,7 @@ class Acknowledgement:
     sequence_number: int  # total bytes received so far (mod 2^32)
 
     def to_raw(self) -> RawMessage:
-        return RawMessage(
-            ACKNOWLEDGEMENT, 0, 0, (self.sequence_number & 0xFFFFFFFF).to_bytes(4, "big"),
-            CSID_PROTOCOL,
-        )
+        return _control(ACKNOWLEDGEMENT, self.sequence_number & 0xFFFFFFFF)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,7 @@ class WindowAckSize:
     size: int
 
     def to_raw(self) -> RawMessage:
-        return RawMessage(WINDOW_ACK_SIZE, 0, 0, self.size.to_bytes(4, "big"), CSID_PROTOCOL)
+        return _control(WINDOW_ACK_SIZE, self.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,10 +236,16 @@ def decode(
     return Unknown(raw)
 
 
-def split_aggregate(raw: RawMessage) -> list[Media | DataMessage]:
+def split_aggregate(
+    raw: RawMessage,
+    *,
+    max_depth: int = amf0.DEFAULT_MAX_DEPTH,
+    max_items: int = amf0.DEFAULT_MAX_ITEMS,
+) -> list[Media | DataMessage]:
     """Split an aggregate message (type 22, spec 7.1.6): FLV-style tags, each
     11-byte header + body + 4-byte back pointer. Sub-message times are
-    rebased on the aggregate's own timestamp."""
+    rebased on the aggregate's own timestamp. Data sub-messages get the same
+    AMF limits as a data message of their own."""
     out: list[Media | DataMessage] = []
     p = raw.payload
     pos = 0
@@ -256,7 +265,7 @@ def split_aggregate(raw: RawMessage) -> list[Media | DataMessage]:
         if tag_type in (AUDIO, VIDEO):
             out.append(Media(tag_type, when, raw.msid, body))
         elif tag_type == DATA_AMF0:
-            values, err = amf0.decode_tolerant(body)
+            values, err = amf0.decode_tolerant(body, max_depth=max_depth, max_items=max_items)
             out.append(DataMessage(values, when, raw.msid, str(err) if err else None))
         pos = body_end + 4  # back pointer
     return out

@@ -314,12 +314,12 @@ class ServerSession:
     # ------------------------------------------------------------ incoming
 
     def _handle(self, raw: RawMessage) -> None:
+        amf_limits = {"max_depth": self._cfg.amf_max_depth, "max_items": self._cfg.amf_max_items}
         if raw.type_id == m.AGGREGATE:
-            for sub in m.split_aggregate(raw):
+            for sub in m.split_aggregate(raw, **amf_limits):
                 self._handle_typed(sub)
             return
-        msg = m.decode(raw, max_depth=self._cfg.amf_max_depth, max_items=self._cfg.amf_max_items)
-        self._handle_typed(msg)
+        self._handle_typed(m.decode(raw, **amf_limits))
 
     def _handle_typed(self, msg) -> None:
         if isinstance(msg, m.Media):

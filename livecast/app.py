@@ -21,6 +21,7 @@ from livecast.http import add_service_routes
 from storage.database import Database, sqlite_url
 from storage.lives import reset_crashed_lives
 from storage.models import LiveOption
+from storage.tokens import purge_expired
 from storage.segments import SegmentStore
 from transcoder.hls_settings import HlsSettings
 from transcoder.ladder import parse_ladder
@@ -32,6 +33,8 @@ from origin.hls import add_hls_routes
 from origin.watch import add_watch_routes
 
 log = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL_S = 3600.0
 
 
 def ingest_limits(rtmp: SimpleNamespace) -> IngestLimits:
@@ -95,9 +98,7 @@ class Livecast:
         thumbnailer.start()
         self._thumbnailers[room_id] = thumbnailer
         if t.enabled and self.ladder:
-            task = asyncio.get_running_loop().create_task(self._start_transcoder(room_id, hub))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self._start_transcoder(room_id, hub))
 
     async def _start_transcoder(self, room_id: str, hub) -> None:
         async with self.db.session() as session:
@@ -210,6 +211,24 @@ class Livecast:
         await self._runner.setup()
         self._site = web.SockSite(self._runner, self._http_socket)
         await self._site.start()
+        self._spawn(self._housekeeping())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _housekeeping(self, every_s: float = HOUSEKEEPING_INTERVAL_S) -> None:
+        """Expired login and mail tokens are deleted once an hour."""
+        while True:
+            try:
+                async with self.db.session() as session, session.begin():
+                    removed = await purge_expired(session)
+                if removed:
+                    log.info("housekeeping: %d expired tokens deleted", removed)
+            except Exception:
+                log.exception("housekeeping failed; trying again later")
+            await asyncio.sleep(every_s)
 
     async def stop(self) -> None:
         await self.rtmp.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import EmailToken, RefreshToken, utcnow
@@ -89,3 +89,15 @@ async def use_email_token(session: AsyncSession, purpose: str, digest: str) -> i
         .execution_options(synchronize_session=False)
     )
     return row.member_id if claimed.rowcount == 1 else None
+
+
+async def purge_expired(session: AsyncSession) -> int:
+    """Delete refresh and mail tokens past their expiry: they are refused
+    anyway (an expired refresh token cannot be replayed either), and without
+    this the tables would only grow."""
+    now = utcnow()
+    removed = 0
+    for model in (RefreshToken, EmailToken):
+        result = await session.execute(delete(model).where(model.expires_at < now))
+        removed += result.rowcount
+    return removed

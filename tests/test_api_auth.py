@@ -192,3 +192,82 @@ def test_rate_limiter_window_and_bounded_memory():
     for key in ("b", "c", "d", "e"):
         limiter.hit(key)
     assert len(limiter) == 3   # the oldest keys are forgotten, memory stays bounded
+
+
+async def test_signup_and_mail_requests_rate_limited_with_retry_after(tmp_path):
+    harness, stop = await start_harness(tmp_path, smtp=False, api={"signups_per_hour": 2, "mails_per_hour": 2})
+    try:
+        for n in range(2):
+            r = await harness.call("POST", "/api/v1/auth/signup",
+                                   {"email": f"s{n}@example.com", "password": "long enough", "nickname": "s"})
+            assert r.status == 201, r.text
+        r = await harness.call("POST", "/api/v1/auth/signup",
+                               {"email": "s9@example.com", "password": "long enough", "nickname": "s"})
+        assert r.status == 429 and r.body["error"] == "rate_limited"
+        assert 3000 < int(r.headers["Retry-After"]) <= 3600
+        # Mails: per address and per mailbox, resend and reset share the budget.
+        assert (await harness.call("POST", "/api/v1/auth/verify/resend", {"email": "s0@example.com"})).status == 202
+        assert (await harness.call("POST", "/api/v1/auth/password-reset", {"email": "s0@example.com"})).status == 202
+        for path in ("/api/v1/auth/verify/resend", "/api/v1/auth/password-reset"):
+            r = await harness.call("POST", path, {"email": "s1@example.com"})
+            assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
+        mails = list((harness.data_dir / "outbox").glob("*.eml"))
+        assert len(mails) == 2 + 2   # two sign-ups, one resend, one reset: the refused ones sent nothing
+    finally:
+        await stop()
+
+
+async def test_password_change_rate_limited(tmp_path):
+    harness, stop = await start_harness(tmp_path, smtp=False, api={"login_attempts_per_minute": 3})
+    try:
+        _, token = await harness.member("pat@example.com")   # the login is one attempt
+        for _ in range(2):
+            r = await harness.call("POST", "/api/v1/me/password",
+                                   {"current_password": "wrong one!", "new_password": "another pw 1"}, token=token)
+            assert r.status == 403
+        r = await harness.call("POST", "/api/v1/me/password",
+                               {"current_password": PASSWORD, "new_password": "another pw 1"}, token=token)
+        assert r.status == 429 and 1 <= int(r.headers["Retry-After"]) <= 60
+    finally:
+        await stop()
+
+
+async def test_login_without_verification_when_not_required(tmp_path):
+    harness, stop = await start_harness(tmp_path, smtp=False, api={"require_verified_email": False})
+    try:
+        r = await harness.call("POST", "/api/v1/auth/signup",
+                               {"email": "u@example.com", "password": "long enough", "nickname": "u"})
+        assert r.status == 201
+        r = await harness.call("POST", "/api/v1/auth/login", {"email": "u@example.com", "password": "long enough"})
+        assert r.status == 200
+        token = r.body["access_token"]
+        assert (await harness.call("POST", "/api/v1/rooms", {"room_title": "t"}, token=token)).status == 201
+        # Reporting still needs a verified address.
+        other, _ = await harness.member("other@example.com")
+        r = await harness.call("POST", "/api/v1/reports", {"member_id": other, "content": "x"}, token=token)
+        assert r.status == 403 and r.body["error"] == "email_not_verified"
+    finally:
+        await stop()
+
+
+def test_rate_limiter_prunes_expired_keys():
+    from control_api.ratelimit import RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(5, 60.0, max_keys=1000, clock=lambda: now[0])
+    for n in range(500):
+        limiter.hit(f"addr{n}")
+    assert len(limiter) == 500
+    now[0] += 30
+    limiter.hit("late")
+    assert len(limiter) == 501   # nothing expired yet
+    now[0] += 31
+    limiter.hit("later")
+    # Every key whose last hit left the window is gone; "late" still counts.
+    assert len(limiter) == 2 and limiter.retry_after("late") == 0
+    now[0] += 61
+    assert limiter.prune() == 2 and len(limiter) == 0
+    # A flood of fresh keys never grows the table past max_keys.
+    for n in range(5000):
+        limiter.hit(f"flood{n}")
+    assert len(limiter) == 1000

@@ -2,7 +2,8 @@
 anonymous, another member, the room's producer and an admin."""
 from __future__ import annotations
 
-from support.api import admin_token, api, assert_no_key_leak  # noqa: F401
+from control_api.openapi import DOCUMENT
+from support.api import PASSWORD, admin_token, api, assert_no_key_leak, registered_api_routes  # noqa: F401
 
 ANON, OTHER, PRODUCER, ADMIN = "anonymous", "other", "producer", "admin"
 
@@ -36,9 +37,62 @@ TABLE = [
     ("POST", "/api/v1/admin/members/{co}/unsuspend", None, {**ADMIN_ONLY, ADMIN: 200}),
     ("GET", "/api/v1/admin/lives", None, {**ADMIN_ONLY, ADMIN: 200}),
     ("PUT", "/api/v1/admin/lives/{live}/state", {"live_state": "blocked"}, {**ADMIN_ONLY, ADMIN: 200}),
+    ("GET", "/api/v1/me", None, {**ANY_MEMBER, OTHER: 200, ADMIN: 200, PRODUCER: 200}),
+    # Last: each role changes its own password (logins stay, access tokens too).
+    ("POST", "/api/v1/me/password", {"current_password": PASSWORD, "new_password": "another password"},
+     {**ANY_MEMBER, OTHER: 204, ADMIN: 204, PRODUCER: 204}),
 ]
 # Public: answered to anyone.
 PUBLIC = ["/api/v1/rooms", "/api/v1/rooms/{room}", "/api/v1/streams", "/api/v1/openapi.json", "/api/v1/members/{co}"]
+# Public routes that act: no login needed, so tried anonymously only, with a
+# body each accepts (or refuses for its own reason, never 401 "log in").
+OPEN = [
+    ("POST", "/api/v1/auth/signup", {"email": "new@example.com", "password": "long enough", "nickname": "n"}, 201),
+    ("GET", "/api/v1/auth/verify?token=unknown", None, 400),
+    ("POST", "/api/v1/auth/verify", {"token": "unknown"}, 400),
+    ("POST", "/api/v1/auth/verify/resend", {"email": "new@example.com"}, 202),
+    ("POST", "/api/v1/auth/login", {"email": "new@example.com", "password": "long enough"}, 403),  # unverified
+    ("POST", "/api/v1/auth/refresh", {"refresh_token": "unknown"}, 401),
+    ("POST", "/api/v1/auth/logout", {"refresh_token": "unknown"}, 401),
+    ("POST", "/api/v1/auth/password-reset", {"email": "new@example.com"}, 202),
+    ("POST", "/api/v1/auth/password-reset/confirm", {"token": "unknown", "new_password": "long enough"}, 400),
+]
+# The table's placeholders, as the router names them.
+ROUTER_NAMES = {"{room}": "{room_id}", "{live}": "{live_id}", "{co}": "{member_id}"}
+
+
+def _router_form(template: str) -> str:
+    template = template.partition("?")[0]
+    for ours, theirs in ROUTER_NAMES.items():
+        template = template.replace(ours, theirs)
+    return template
+
+
+async def test_every_route_has_an_authorization_row(api):
+    """A route added to the router without a row here (or in PUBLIC/OPEN)
+    fails this test, and a row for a route that is gone does too."""
+    covered = {(m, _router_form(t)) for m, t, _, _ in TABLE}
+    covered |= {("GET", _router_form(t)) for t in PUBLIC}
+    covered |= {(m, _router_form(t)) for m, t, _, _ in OPEN}
+    registered = {(method, path) for path, method in registered_api_routes(api.app)}
+    assert registered - covered == set(), "routes without an authorization row"
+    assert covered - registered == set(), "rows for routes that do not exist"
+    mutating = {r for r in registered if r[0] not in ("GET", "HEAD", "OPTIONS")}
+    assert mutating <= {(m, _router_form(t)) for m, t, _, _ in TABLE + OPEN}
+    # The OpenAPI document states the same roles the table proves.
+    for method, template, _, expected in TABLE:
+        role = "admin" if expected is ADMIN_ONLY or expected.get(PRODUCER) == 403 else \
+            "producer" if expected.get(OTHER) == 403 else "member"
+        operation = DOCUMENT["paths"][_router_form(template)][method.lower()]
+        assert operation.get("x-role") == role, (method, template)
+    for method, template, *_ in OPEN:
+        assert "security" not in DOCUMENT["paths"][_router_form(template)][method.lower()], (method, template)
+
+
+async def test_open_routes_need_no_login(api):
+    for method, path, body, status in OPEN:
+        r = await api.call(method, path, body)
+        assert r.status == status, (method, path, r.text)
 
 
 def _fill(value, names: dict):

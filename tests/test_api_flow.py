@@ -206,3 +206,18 @@ async def test_openapi_matches_routes(api):
     registered = registered_api_routes(api.app)
     assert registered, "no routes found"
     assert documented == registered
+
+
+async def test_room_listing_filter_counts_what_it_lists(api):
+    _, token = await api.member("lister@example.com")
+    rooms = [await api.room(token, f"room {n}") for n in range(3)]
+    on_air = rooms[1]
+    async with api.db.session() as session, session.begin():
+        assert await compare_and_set(session, on_air["live"]["live_id"], ("idle",), "live")
+    r = await api.call("GET", "/api/v1/rooms?live=true")
+    assert [room["room_id"] for room in r.body["rooms"]] == [on_air["room"]["room_id"]] and r.body["total"] == 1
+    r = await api.call("GET", "/api/v1/rooms?limit=2")
+    assert r.body["total"] == 3 and len(r.body["rooms"]) == 2
+    assert r.body["rooms"][0]["room_id"] == on_air["room"]["room_id"]   # on air first
+    r = await api.call("GET", "/api/v1/rooms?live=maybe")
+    assert r.status == 400 and "live" in r.body["fields"]

@@ -104,3 +104,21 @@ async def test_admin_blocks_any_live(api, admin_token):
     assert r.status == 404
     r = await api.call("PUT", f"/api/v1/admin/lives/{live_id}/state", {"live_state": "idle"}, token=admin)
     assert r.status == 200 and r.body["live_state"] == "idle"
+
+
+async def test_admin_listing_orders_by_distinct_reporters_not_counts(api, admin_token):
+    _, admin = admin_token
+    loud, _ = await api.member("loud@example.com")      # one reporter, many times, most recently
+    crowd, _ = await api.member("crowd@example.com")    # two reporters, once each, earlier
+    _, t1 = await api.member("x1@example.com")
+    _, t2 = await api.member("x2@example.com")
+    for who, token in ((crowd, t1), (crowd, t2)):
+        assert (await api.call("POST", "/api/v1/reports", {"member_id": who, "content": "c"}, token=token)).status == 201
+    for _ in range(5):
+        assert (await api.call("POST", "/api/v1/reports", {"member_id": loud, "content": "l"}, token=t1)).status == 201
+    r = await api.call("GET", "/api/v1/admin/reports", token=admin)
+    groups = r.body["groups"]
+    assert [(g["member"]["id"], g["distinct_reporters"], g["total_count"]) for g in groups] == [(crowd, 2, 2),
+                                                                                              (loud, 1, 5)]
+    # Five reports by one member reach no threshold of 3.
+    assert api.drops == [] and not groups[1]["threshold_reached"]

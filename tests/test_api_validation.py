@@ -141,3 +141,73 @@ async def test_mail_failure_does_not_lose_the_signup(tmp_path):
         _problem(r, 409, "email_taken")
     finally:
         await stop()
+
+
+async def test_body_limit_on_every_route_even_without_a_body(tmp_path):
+    harness, stop = await start_harness(tmp_path, smtp=False, http={"max_body_bytes": 1024})
+    try:
+        big = b"x" * 2048
+
+        async def chunked():
+            for _ in range(10):
+                yield b" " * 200
+        cases = [("GET", "/api/v1/rooms"), ("GET", "/api/v1/streams"), ("DELETE", "/api/v1/rooms/abc"),
+                 ("POST", "/api/v1/lives/1/key"), ("GET", "/api/v1/no-such-route")]
+        for method, path in cases:
+            r = await harness.call(method, path, data=big, headers={"Content-Type": "application/json"})
+            _problem(r, 413, "payload_too_large")
+            # No Content-Length: counted as it arrives.
+            r = await harness.call(method, path, data=chunked(), headers={"Content-Type": "application/json"})
+            _problem(r, 413, "payload_too_large")
+        # A body within the limit on a route that takes none is ignored.
+        r = await harness.call("GET", "/api/v1/rooms", data=b"{}", headers={"Content-Type": "application/json"})
+        assert r.status == 200
+    finally:
+        await stop()
+
+
+async def test_slow_body_times_out():
+    # The middleware on its own, in a real server, with a short deadline.
+    import aiohttp
+    from aiohttp import web
+
+    from control_api.errors import problem_middleware
+    from control_api.validation import Field, body_limit_middleware, read_json
+
+    async def echo(request):
+        return web.json_response(await read_json(request, {"a": Field(int)}, 1024))
+    app = web.Application(middlewares=[problem_middleware, body_limit_middleware(1024, timeout_s=0.3)])
+    app.router.add_post("/api/echo", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async def trickle():
+            yield b'{"a":'
+            await asyncio.sleep(2)
+            yield b"1}"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{port}/api/echo", data=b'{"a": 1}',
+                                 headers={"Content-Type": "application/json"}) as r:
+                assert r.status == 200 and await r.json() == {"a": 1}
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            async with http.post(f"http://127.0.0.1:{port}/api/echo", data=trickle(),
+                                 headers={"Content-Type": "application/json"}) as r:
+                assert r.status == 408 and (await r.json())["error"] == "request_timeout"
+            assert loop.time() - started < 1.5
+    finally:
+        await runner.cleanup()
+
+
+async def test_problem_json_for_unknown_routes_and_methods(api):
+    for path in ("/api", "/api/", "/api/v2/rooms", "/api/v1/rooms/abc/nothing", "/api/v1/lives/not-a-number"):
+        r = await api.call("GET", path)
+        _problem(r, 404, "not_found")
+    for method, path in (("PUT", "/api/v1/rooms"), ("POST", "/api/v1/streams"), ("GET", "/api/v1/auth/login"),
+                         ("DELETE", "/api/v1/me")):
+        r = await api.call(method, path)
+        _problem(r, 405, "method_not_allowed")
+        assert r.headers.get("Allow"), (method, path)

@@ -13,50 +13,26 @@ import time
 import pytest
 
 from ingest.frames import AUDIO, VIDEO, CodecConfig, Frame, StreamEnd, StreamStart
-from ingest.limits import IngestLimits
-from ingest.registry import StreamRegistry
-from ingest.server import RtmpServer
 from support.publishers import ffmpeg_publish, start_gstreamer, start_pyav, stop_process
-from support.rtmp_client import AAC_SEQUENCE_HEADER, DictAuthority, RtmpTestClient
+from support.rtmp_client import AAC_SEQUENCE_HEADER, DictAuthority, IngestHarness, RtmpTestClient, running_ingest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class Setup:
-    def __init__(self, srv: RtmpServer, auth: DictAuthority, registry: StreamRegistry) -> None:
-        self.srv = srv
-        self.auth = auth
-        self.registry = registry
-        self.consumers: list = []
-        registry.add_listener(lambda hub: self.consumers.append(hub.subscribe("test")))
-
-    def url(self, key: str = "good") -> str:
-        return f"rtmp://127.0.0.1:{self.srv.port}/live/{key}"
-
-    async def items(self, until_end: bool = True, timeout: float = 15) -> list:
-        out: list = []
-        consumer = self.consumers[0]
-        async with asyncio.timeout(timeout):
-            while True:
-                item = await consumer.get()
-                if item is None:
-                    return out
-                out.append(item)
-                if until_end and isinstance(item, StreamEnd):
-                    return out
-
-
 @pytest.fixture
 async def setup():
-    auth = DictAuthority({"good": 1, "other": 2})
-    registry = StreamRegistry(end_grace_s=0)
-    srv = RtmpServer(auth, registry, limits=IngestLimits(refuse_linger=0.5))
-    await srv.start()
+    async with running_ingest() as harness:
+        yield harness
+
+
+async def run_to_end(proc: asyncio.subprocess.Process, timeout: float = 40) -> None:
+    """Wait for an encoder to exit by itself and check it succeeded."""
     try:
-        yield Setup(srv, auth, registry)
+        async with asyncio.timeout(timeout):
+            _, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode(errors="replace")
     finally:
-        await srv.stop()
-        await registry.close()
+        await stop_process(proc)
 
 
 def check_stream(items: list, *, min_video: int, min_audio: int) -> None:
@@ -110,13 +86,7 @@ async def test_ffmpeg_cli_publish(setup):
 
 @pytest.mark.slow
 async def test_pyav_publish_in_child_process(setup):
-    proc = await start_pyav(setup.url(), seconds=2)
-    try:
-        async with asyncio.timeout(40):
-            _, err = await proc.communicate()
-        assert proc.returncode == 0, err.decode(errors="replace")
-    finally:
-        await stop_process(proc)
+    await run_to_end(await start_pyav(setup.url(), seconds=2))
     items = await setup.items()
     check_stream(items, min_video=50, min_audio=50)
     await setup.auth.wait_ended()
@@ -124,13 +94,7 @@ async def test_pyav_publish_in_child_process(setup):
 
 @pytest.mark.slow
 async def test_gstreamer_publish(setup):
-    proc = await start_gstreamer(setup.url(), buffers=90)
-    try:
-        async with asyncio.timeout(40):
-            _, err = await proc.communicate()
-        assert proc.returncode == 0, err.decode(errors="replace")
-    finally:
-        await stop_process(proc)
+    await run_to_end(await start_gstreamer(setup.url(), buffers=90))
     items = await setup.items()
     check_stream(items, min_video=80, min_audio=80)
     frames = [i for i in items if isinstance(i, Frame) and i.kind == VIDEO]
@@ -151,14 +115,8 @@ async def test_librtmp_publish_via_gstreamer_rtmpsink(setup):
         "rtmpsink", f"location={setup.url()} live=1",
         "audiotestsrc", "num-buffers=90", "!", "avenc_aac", "!", "aacparse", "!", "mux.",
     ]
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        async with asyncio.timeout(40):
-            _, err = await proc.communicate()
-        assert proc.returncode == 0, err.decode(errors="replace")
-    finally:
-        await stop_process(proc)
+    await run_to_end(await asyncio.create_subprocess_exec(
+        *args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     items = await setup.items()
     check_stream(items, min_video=55, min_audio=50)
     await setup.auth.wait_ended()
@@ -218,12 +176,9 @@ async def test_handshake_variants_against_the_server(setup, scheme):
     await c.close()
 
 
-async def start_publisher(setup: Setup, key: str = "good") -> RtmpTestClient:
+async def start_publisher(setup: IngestHarness, key: str = "good") -> RtmpTestClient:
     c = RtmpTestClient("127.0.0.1", setup.srv.port)
-    await c.open()
-    await c.connect()
-    sid = await c.create_stream()
-    status = await c.publish(key, sid)
+    status = await c.start_publish(key)
     assert status["code"] == "NetStream.Publish.Start"
     await c.send_media("audio", 0, AAC_SEQUENCE_HEADER)
     return c
@@ -247,6 +202,56 @@ async def test_takeover(setup):
     assert ("StreamEnd", 1) in kinds and ("StreamStart", 2) in kinds
     assert kinds.index(("StreamEnd", 1)) < kinds.index(("StreamStart", 2))
     await a.close()
+
+
+class InjectingAuthority(DictAuthority):
+    """Before granting a publish, runs `before_grant` (no await in between,
+    so nothing else on the loop runs before the takeover)."""
+
+    before_grant = None
+
+    async def authorize(self, app: str, stream_key: str, remote: str):
+        grant = await super().authorize(app, stream_key, remote)
+        if self.before_grant is not None:
+            self.before_grant()
+        return grant
+
+
+async def test_stale_publisher_frames_never_reach_the_hub_after_takeover():
+    # The race: media of the old publisher is already in its connection's
+    # read buffer when the new publisher takes over. The old connection
+    # still parses those bytes after drop(); none may reach the hub after
+    # the new session's StreamStart. Delivering the old client's next
+    # chunks into its server-side reader just before the grant makes that
+    # timing certain.
+    auth = InjectingAuthority({"good": 1})
+    async with running_ingest(authority=auth) as setup:
+        a = await start_publisher(setup)
+        await a.send_media("audio", 20, b"\xaf\x01" + b"fresh" * 10)
+        consumer = setup.consumers[0]
+        async with asyncio.timeout(5):
+            while not any(isinstance(i, Frame) for i in consumer._queue):
+                await asyncio.sleep(0.01)
+        old_conn = setup.registry.publisher(1)
+        read_before = old_conn.session.bytes_received
+        stale = b"".join(a.media_bytes("audio", 40 + 20 * i, b"\xaf\x01" + b"stale" * 10) for i in range(5))
+        auth.before_grant = lambda: old_conn._reader.feed_data(stale)
+        b = await start_publisher(setup)
+        await b.send_media("audio", 0, b"\xaf\x01" + b"new" * 10)
+        await b.close()
+        await auth.wait_ended(2)
+        items = []
+        while (item := consumer.get_nowait()) is not None:
+            items.append(item)
+        await a.close()
+    # The old connection did read the stale bytes (its session counted them).
+    assert old_conn.session.bytes_received == read_before + len(stale)
+    sessions = [i.session_id for i in items if isinstance(i, StreamStart)]
+    assert sessions == [1, 2]
+    second = items.index(StreamStart(1, 2, {}))
+    payloads = [i.data for i in items[second:] if isinstance(i, Frame)]
+    assert payloads == [b"new" * 10]
+    assert [i.data for i in items[:second] if isinstance(i, Frame)] == [b"fresh" * 10]
 
 
 async def test_registry_drop_closes_within_a_second(setup):

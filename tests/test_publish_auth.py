@@ -150,3 +150,32 @@ async def test_restart_resets_a_live_left_on_air_by_a_crash(tmp_path):
         assert row.ended_at is not None and row.end_reason == "server restart"
     finally:
         await second.stop()
+
+
+async def refusal_status(server, key: str) -> tuple[dict | None, bool]:
+    """Publish with our RTMP test client: the onStatus answer, and whether the
+    server then closed the connection."""
+    from support.rtmp_client import RtmpTestClient
+
+    client = RtmpTestClient("127.0.0.1", server.rtmp_port)
+    try:
+        status = await client.start_publish(key)
+        return status, await client.wait_closed(5)
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("case", ["unknown key", "blocked", "suspended producer"])
+async def test_refusals_answer_bad_name_and_close(server, live, case):
+    live_id, room_id, key = live
+    async with server.db.session() as session, session.begin():
+        if case == "blocked":
+            await session.execute(update(Live).where(Live.live_id == live_id).values(live_state="blocked"))
+        elif case == "suspended producer":
+            member_ids = select(Producer.member_id).where(Producer.room_id == room_id)
+            await session.execute(update(Member).where(Member.id.in_(member_ids)).values(suspended=True))
+    status, closed = await refusal_status(server, key + "x" if case == "unknown key" else key)
+    assert status is not None and status["code"] == "NetStream.Publish.BadName", status
+    assert status["level"] == "error"
+    assert closed
+    assert await broadcasts(server, live_id) == []

@@ -84,3 +84,28 @@ async def test_demo_is_idempotent_and_keeps_its_key(tmp_path):
         assert len((await session.execute(select(Room))).scalars().all()) == 1
     assert (tmp_path / "demo.json").stat().st_mode & 0o077 == 0
     await db.dispose()
+
+
+async def test_purge_deletes_only_expired_tokens(tmp_path):
+    from datetime import timedelta
+
+    from storage.models import EmailToken, Member, RefreshToken, utcnow
+    from storage.tokens import purge_expired
+
+    db = await make_db(tmp_path)
+    now = utcnow()
+    async with db.session() as session, session.begin():
+        member = Member(email="a@example.com", password_hash="x", nickname="a")
+        session.add(member)
+        await session.flush()
+        for n, delta in enumerate((-10, 10)):
+            session.add(RefreshToken(member_id=member.id, family=f"f{n}", token_digest=f"r{n}",
+                                     expires_at=now + timedelta(seconds=delta)))
+            session.add(EmailToken(member_id=member.id, purpose="verify", token_digest=f"e{n}",
+                                   expires_at=now + timedelta(seconds=delta)))
+    async with db.session() as session, session.begin():
+        assert await purge_expired(session) == 2
+    async with db.session() as session:
+        assert [t.token_digest for t in (await session.execute(select(RefreshToken))).scalars()] == ["r1"]
+        assert [t.token_digest for t in (await session.execute(select(EmailToken))).scalars()] == ["e1"]
+    await db.dispose()

@@ -8,17 +8,22 @@ import contextlib
 
 from ingest import messages as m
 from ingest.chunk import NEED_DATA, ChunkReader, ChunkWriter
+from ingest.frames import StreamEnd
 from ingest.handshake import ClientHandshake
+from ingest.limits import IngestLimits
+from ingest.registry import StreamRegistry
 
 
 class RtmpTestClient:
     def __init__(self, host: str, port: int, *, digest_scheme: int | None = None,
-                 chunk_size: int = 4096) -> None:
+                 chunk_size: int = 4096, compress: bool = True) -> None:
         self.host = host
         self.port = port
         self.handshake = ClientHandshake(digest_scheme)
         self.reader_state = ChunkReader(max_message_size=1 << 20)
-        self.writer_state = ChunkWriter()
+        # compress=False: every message gets a fmt-0 header with its absolute
+        # timestamp (extended past 0xFFFFFF), as some hardware encoders send.
+        self.writer_state = ChunkWriter(compress=compress)
         self.chunk_size = chunk_size
         self.txn = 1
         self.received: list = []  # every typed message received, in order
@@ -119,9 +124,20 @@ class RtmpTestClient:
             if cmd.name == "onStatus":
                 return cmd.args[0]
 
-    async def send_media(self, kind: str, timestamp: int, payload: bytes, msid: int = 1) -> None:
+    def media_bytes(self, kind: str, timestamp: int, payload: bytes, msid: int = 1) -> bytes:
+        """The chunks of one audio/video message, advancing the chunk state
+        as if they were sent (for a test that delivers them another way)."""
         type_id = m.VIDEO if kind == "video" else m.AUDIO
-        await self.send(m.Media(type_id, timestamp, msid, payload))
+        return self.writer_state.write(m.Media(type_id, timestamp, msid, payload).to_raw())
+
+    async def send_media(self, kind: str, timestamp: int, payload: bytes, msid: int = 1) -> None:
+        await self.send_raw(self.media_bytes(kind, timestamp, payload, msid))
+
+    async def start_publish(self, key: str = "good") -> dict | None:
+        """Connect, createStream and publish; the onStatus of the publish."""
+        await self.open()
+        await self.connect()
+        return await self.publish(key, await self.create_stream())
 
     async def wait_closed(self, timeout: float = 5) -> bool:
         """True when the server closes the connection within `timeout`."""
@@ -180,6 +196,51 @@ class DictAuthority:
             while len(self.ended_calls) < count:
                 self.ended_event.clear()
                 await self.ended_event.wait()
+
+
+class IngestHarness:
+    """A running RtmpServer with a real StreamRegistry and a DictAuthority;
+    every hub it creates gets a consumer named "test" in `consumers`."""
+
+    def __init__(self, srv, auth: DictAuthority, registry: StreamRegistry) -> None:
+        self.srv = srv
+        self.auth = auth
+        self.registry = registry
+        self.consumers: list = []
+        registry.add_listener(lambda hub: self.consumers.append(hub.subscribe("test")))
+
+    def url(self, key: str = "good") -> str:
+        return f"rtmp://127.0.0.1:{self.srv.port}/live/{key}"
+
+    async def items(self, until_end: bool = True, timeout: float = 15) -> list:
+        """The first hub's items up to its first StreamEnd (or its close)."""
+        out: list = []
+        consumer = self.consumers[0]
+        async with asyncio.timeout(timeout):
+            while True:
+                item = await consumer.get()
+                if item is None:
+                    return out
+                out.append(item)
+                if until_end and isinstance(item, StreamEnd):
+                    return out
+
+
+@contextlib.asynccontextmanager
+async def running_ingest(keys: dict[str, int] | None = None, *, limits: IngestLimits | None = None,
+                         authority: DictAuthority | None = None):
+    """An IngestHarness on 127.0.0.1 port 0, stopped on exit."""
+    from ingest.server import RtmpServer
+
+    auth = authority or DictAuthority(keys or {"good": 1, "other": 2})
+    registry = StreamRegistry(end_grace_s=0)
+    srv = RtmpServer(auth, registry, limits=limits or IngestLimits(refuse_linger=0.5))
+    await srv.start()
+    try:
+        yield IngestHarness(srv, auth, registry)
+    finally:
+        await srv.stop()
+        await registry.close()
 
 
 # AAC-LC 48 kHz stereo sequence header: the smallest valid media message.
