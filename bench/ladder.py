@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fractions
 import os
 import resource
 import subprocess
@@ -35,7 +34,7 @@ from transcode_media import source  # noqa: E402
 from transcoder.ffmpeg_worker import _FLV_HEADER, flv_video_tag  # noqa: E402
 from transcoder.ladder import parse_ladder  # noqa: E402
 from transcoder.transcode import TranscodeSettings, Transcoder  # noqa: E402
-from transcoder.worker import WorkerSetup, x264_options  # noqa: E402
+from transcoder.workerloop import WorkerSetup, x264_options  # noqa: E402
 
 LADDER = parse_ladder("720p:720:2800,480p:480:1200,360p:360:700")
 
@@ -51,7 +50,7 @@ async def run_pipeline(video, settings: TranscodeSettings) -> tuple[float, float
 
     def sink(name, queue):
         async def drain():
-            while (item := await queue.get()) is not None:
+            while await queue.get() is not None:
                 counts[name] = counts.get(name, 0) + 1
         asyncio.get_running_loop().create_task(drain())
 

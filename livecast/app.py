@@ -28,6 +28,7 @@ from transcoder.ladder import parse_ladder
 from transcoder.packaging import PackagingService
 from transcoder.thumbnails import THUMBNAIL_FILE, ThumbnailPool, Thumbnailer
 from transcoder.transcode import TranscodeSettings, Transcoder
+from transcoder.transcode import metric_families as transcoder_metric_families
 from control_api import ApiContext, mount_api
 from origin.hls import add_hls_routes
 from origin.watch import add_watch_routes
@@ -147,6 +148,7 @@ class Livecast:
             ("livecast_stream_bitrate_kbps", "gauge", "Ingest bitrate of each live.", per_stream("bitrate_kbps")),
             ("livecast_stream_fps", "gauge", "Ingest video frame rate of each live.", per_stream("fps")),
             ("livecast_stream_uptime_seconds", "gauge", "Time since the publish started.", per_stream("uptime_s")),
+            *transcoder_metric_families(streams),
         ]
 
     def thumbnail_url(self, room_id: str) -> str | None:

@@ -476,6 +476,11 @@ async def test_480p_source_gets_only_lower_renditions_and_stop_leaves_no_worker(
             _, _, pictures = demux_video(viewer.inits[viewer.segments[msn].map_uri], [viewer.data[msn]])
             assert set(pictures) == {(640, 360)} and len(pictures) >= 15
             assert not (app.store.root / demo.room_id / "480p").exists()
+            # The transcoder's state is in the Prometheus metrics too.
+            async with http.get(f"{app.public_url}/metrics") as r:
+                metrics = await r.text()
+            assert 'livecast_transcoder_state{' in metrics and 'state="running"' in metrics
+            assert 'livecast_rendition_active{' in metrics and 'rendition="360p"' in metrics
         pids = list(app._transcoders[demo.room_id].pids)
         assert pids and alive(pids[-1])
     finally:
@@ -516,3 +521,79 @@ async def test_passthrough_only_live_gets_the_source_rendition_only(server, live
             assert set(server.packaging.outputs(room_id)) == {"source"}
         finally:
             await stop_process(publisher)
+
+
+def fragment_first_cto(data: bytes, track_id: int = VIDEO_TRACK_ID) -> list[int]:
+    """Composition offset (pts - dts) of the first sample of the track in each moof."""
+    ctos = []
+    for kind, body, end in boxes(data):
+        if kind != "moof":
+            continue
+        for kind2, b2, e2 in boxes(data, body, end):
+            if kind2 != "traf":
+                continue
+            tid, cto = None, None
+            for kind3, b3, _e3 in boxes(data, b2, e2):
+                if kind3 == "tfhd":
+                    tid = int.from_bytes(data[b3 + 4:b3 + 8], "big")
+                elif kind3 == "trun":
+                    # full box, sample_count, data_offset, then (duration, size, flags, cto) per sample
+                    assert int.from_bytes(data[b3 + 1:b3 + 4], "big") & 0x800, "no composition offsets"
+                    cto = int.from_bytes(data[b3 + 24:b3 + 28], "big", signed=True)
+            if tid == track_id:
+                ctos.append(cto)
+    return ctos
+
+
+B_FRAME_TRANSCODE = {"enabled": True, "ladder": "360p:360:700,240p:240:300", "preset": "ultrafast",
+                     "thumbnail_interval_s": 60.0}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.server_config(transcode=B_FRAME_TRANSCODE)
+async def test_b_frame_source_segments_align_across_renditions(server, live):
+    """OBS's x264 with bframes=2: the source's keyframes have dts < pts (a
+    reorder delay) while the renditions are encoded without B-frames. The
+    segments of every rendition must still start at the same decode time
+    (tfdt), the same presentation time and the same PROGRAM-DATE-TIME."""
+    live_id, room_id, key = live
+    base = f"{server.public_url}/live/{room_id}/"
+    names = ("source", "360p", "240p")
+    publisher = await start_ffmpeg(rtmp_url(server, key), seconds=14, size="854x480",
+                                   extra=("-bf", "2", "-x264-params", "b-pyramid=none"))
+    tasks: list[asyncio.Task] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            await master_when(http, base, set(names))
+            viewers = {name: Viewer(http, f"{base}{name}/") for name in names}
+            tasks = [asyncio.create_task(v.run()) for v in viewers.values()]
+            assert await wait_for(lambda: _all_ended(viewers.values()), 40), "the lives did not end"
+    finally:
+        await stop_process(publisher)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def starts(name: str) -> dict[int, tuple[int, int, int | None]]:
+        """segment tfdt -> (first sample pts, PDT)"""
+        out = {}
+        v = viewers[name]
+        for msn, seg in v.segments.items():
+            times, ctos = fragment_times(v.data[msn]), fragment_first_cto(v.data[msn])
+            out[times[0]] = (times[0] + ctos[0], seg.pdt_ms)
+        return out
+
+    source = starts("source")
+    source_ctos = {c for msn in viewers["source"].data for c in fragment_first_cto(viewers["source"].data[msn])}
+    assert any(c > 0 for c in source_ctos), "the source has no B-frame reorder delay"
+    for name in names[1:]:
+        ours = starts(name)
+        assert len(ours) >= 4, (name, ours)
+        # The last segment of a rendition may end earlier (its final GOP) but starts aligned.
+        assert set(ours) <= set(source), (name, sorted(ours), sorted(source))
+        for tfdt, (pts, pdt) in ours.items():
+            assert (pts, pdt) == source[tfdt], (name, tfdt, (pts, pdt), source[tfdt])
+
+
+async def _all_ended(viewers) -> bool:
+    return all(v.ended for v in viewers)

@@ -14,7 +14,8 @@ from ingest.frames import AUDIO, VIDEO, CodecConfig, Frame, StreamEnd, StreamSta
 from ingest.hub import StreamHub
 from transcode_media import opus, source
 from transcoder.ladder import parse_ladder
-from transcoder.transcode import RenditionQueue, TranscodeSettings, Transcoder
+from livecast.metrics import render
+from transcoder.transcode import RenditionQueue, TranscodeSettings, Transcoder, metric_families
 from transcoder.workerproto import (
     NEED_DATA, T_FRAME, T_OUT_CONFIG, Message, MessageReader, ProtocolError, encode, json_message,
 )
@@ -158,10 +159,18 @@ async def test_ladder_below_source_resolution_and_keyframes_aligned():
     # A 480p source gets only the renditions below 480p.
     assert sorted(sink.items) == ["240p", "360p"]
     src_keys = [f.pts for f in video[1] if f.keyframe]
+    # The source has B-frames: its keyframes decode a reorder delay before they show.
+    src_key_times = [(f.dts, f.pts) for f in video[1] if f.keyframe]
+    assert all(dts < pts for dts, pts in src_key_times)
     for name, (w, h) in {"360p": (640, 360), "240p": (428, 240)}.items():
         frames = sink.frames(name)
         assert len(frames) == len(video[1])
         assert [f.pts for f in frames if f.keyframe] == src_keys
+        # Keyframes carry the source's decode times too (the packager cuts on
+        # dts), so segment tfdt and PDT match the source's; dts increases.
+        assert [(f.dts, f.pts) for f in frames if f.keyframe] == src_key_times
+        assert all(a.dts < b.dts for a, b in zip(frames, frames[1:]))
+        assert all(f.dts <= f.pts for f in frames)
         assert isinstance(sink.items[name][0], StreamStart) and isinstance(sink.items[name][-1], StreamEnd)
         pictures = decode_rendition(sink.items[name])
         assert len(pictures) == len(frames)
@@ -192,6 +201,7 @@ async def test_aac_passes_through_interleaved_and_opus_becomes_aac():
             # Untouched: the very same frames, in order.
             assert cfgs[-1] == audio[0]
             assert [f.data for f in frames] == [f.data for f in audio[1]]
+            assert frames == list(audio[1])  # timestamps too
             # Interleaved: no audio frame is delivered far ahead of the video.
             last_video = -1
             for i in items:
@@ -279,6 +289,12 @@ async def test_falling_behind_drops_the_lowest_rendition_first():
     await sink.done()
     states = {r["name"]: r["state"] for r in tc.status()["renditions"]}
     assert states == {"240p": "active", "180p": "dropped"}
+    # ... and visible in /metrics.
+    text = render(metric_families([{"room_id": "room1", "live_id": 1, "transcoder": tc.status()}]))
+    assert 'livecast_rendition_active{live="1",rendition="180p",room="room1"} 0' in text
+    assert 'livecast_rendition_active{live="1",rendition="240p",room="room1"} 1' in text
+    assert 'livecast_transcoder_degradations_total{live="1",room="room1"} 1' in text
+    assert 'livecast_transcoder_state{live="1",room="room1",state="ended"} 1' in text
     assert len(sink.frames("240p")) == len(video[1])
     assert len(sink.frames("180p")) < len(video[1])
     # The source rendition's consumer lost nothing.
@@ -336,3 +352,77 @@ async def test_renditions_are_packaged_as_ll_hls(tmp_path):
     with av.open(str(path)) as c:
         pic = next(c.decode(video=0))
         assert (pic.width, pic.height) == (428, 240)
+
+
+@pytest.mark.slow
+async def test_a_worker_that_floods_stderr_is_drained_and_rate_limited(tmp_path, caplog):
+    """2 MB on stderr before the worker even starts: with the pipe undrained
+    the worker would block on its first write and the live would stall."""
+    import sys
+    wrapper = tmp_path / "chatty-python"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"'{sys.executable}' -c 'import sys; sys.stderr.write((\"decoder noise \" * 20 + \"\\n\") * 8000)'\n"
+        f"exec '{sys.executable}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    video = source(640, 360, seconds=2.0)
+    hub, sink = StreamHub(1), Collector()
+    caplog.set_level("WARNING", logger="transcoder.transcode")
+    tc = Transcoder("room1", hub, parse_ladder("240p:240:300"), TranscodeSettings(stderr_line_bytes=50),
+                    sink, python=str(wrapper))
+    tc.start()
+    publish_all(hub, video)
+    hub.close()
+    await asyncio.wait_for(tc.wait(), 60)
+    await sink.done()
+    assert len(sink.frames("240p")) == len(video[1]) and tc.restarts == 0
+    lines = [r.getMessage() for r in caplog.records if "decoder noise" in r.getMessage()]
+    assert lines and len(lines) <= 20 * 10  # stderr_lines_per_s over the test's few seconds
+    assert all(len(line.split(": ", 2)[2]) <= 50 for line in lines)
+    assert any("stderr lines not logged" in r.getMessage() for r in caplog.records)
+
+
+def test_rendition_queue_stays_bounded_when_configs_repeat():
+    """A publisher repeating its sequence header with every frame, while the
+    packager is stuck: the queue keeps the session items and the newest config."""
+    async def main():
+        q = RenditionQueue("x", max_items=10)
+        q.put(StreamStart(1, 1))
+        for i in range(1000):
+            q.put(CodecConfig(VIDEO, "h264", bytes([i % 256])))
+            q.put(Frame(VIDEO, "h264", i, i, i % 30 == 0, b"f"))
+        assert len(q._items) <= 2 * q.max_items
+        q.put(CodecConfig(AUDIO, "aac", b"\x12\x10"))
+        q.end()
+        got = []
+        while (item := await q.get()) is not None:
+            got.append(item)
+        assert isinstance(got[0], StreamStart)
+        configs = [i for i in got if isinstance(i, CodecConfig) and i.kind == VIDEO]
+        assert configs and configs[-1].record == bytes([999 % 256])
+        frames = [i for i in got if isinstance(i, Frame)]
+        assert not frames or frames[0].keyframe  # video restarts on a keyframe
+    asyncio.run(main())
+
+
+def test_decode_time_aligner_gives_keyframes_the_source_dts():
+    from transcoder.alignment import DecodeTimeAligner
+    a = DecodeTimeAligner(2)
+    # Source: B-frames, keyframes decode 67 ms before they show.
+    a.source_keyframe(dts=933, pts=1000)
+    a.source_keyframe(dts=1933, pts=2000)
+    # Rendition 0 without B-frames (dts = pts): shifted by 67 ms per GOP.
+    assert [a.output(0, t, t, t in (1000, 2000)) for t in (1000, 1033, 1967, 2000)] == [933, 966, 1900, 1933]
+    # Rendition 1 with its own reorder delay (dts = pts - 33): shifted by 34 ms.
+    assert a.output(1, 967, 1000, True) == 933 and a.output(1, 1000, 1067, False) == 966
+    # The source's delay grows by two frames at the next GOP: dts stays increasing.
+    a.source_keyframe(dts=2867, pts=3000)
+    assert a.output(0, 2967, 2967, False) == 2900
+    assert a.output(0, 3000, 3000, True) == 2901
+    # A new publish session restarts the clock: a big step back passes through.
+    a.source_keyframe(dts=0, pts=0)
+    assert a.output(0, 0, 0, True) == 0
+    # Bounded memory of source keyframes.
+    for n in range(1000):
+        a.source_keyframe(n, n)
+    assert len(a._source) == a.max_keyframes

@@ -12,8 +12,12 @@ into output messages. The command line is built with ffmpeg-python.
 Differences from the PyAV worker: keyframes are forced with
 `-force_key_frames source`; T_DONE means "ffmpeg accepted the input" (ffmpeg
 does not say which input produced which output), so pass-through audio can
-run up to ffmpeg's latency ahead; T_DISABLE drops a rendition's output but
-ffmpeg keeps encoding it; Opus audio is not transcoded by this backend.
+run up to ffmpeg's latency ahead. A filter graph cannot lose an output while
+it runs, so T_DISABLE (degradation under load) drains ffmpeg at the next
+source keyframe and starts a new one without that rendition: the remaining
+renditions continue from that keyframe, the CPU of the dropped one is freed.
+Opus audio is transcoded to AAC in this process with PyAV, as the PyAV
+worker does (`worker.AacTranscoder`).
 """
 from __future__ import annotations
 
@@ -26,10 +30,11 @@ import ffmpeg
 
 from ingest.avc import parse_avcc, picture_size
 from ingest.errors import RemoteProtocolError
-from transcoder.worker import WorkerSetup, log, x264_options
+from transcoder.worker import AacTranscoder
+from transcoder.workerloop import WorkerSetup, main as worker_main, x264_options
 from transcoder.workerproto import (
-    F_KEYFRAME, T_CONFIG, T_DISABLE, T_DONE, T_ERROR, T_FLUSH, T_FRAME, T_OUT_CONFIG, T_OUT_FRAME, T_SETUP,
-    TRACK_VIDEO, Message, MessageReader, ProtocolError, config_payload, encode, json_message, parse_config_payload,
+    F_KEYFRAME, T_CONFIG, T_DISABLE, T_FLUSH, T_FRAME, T_OUT_CONFIG, T_OUT_FRAME, TRACK_AUDIO, TRACK_VIDEO,
+    Message, ProtocolError, config_payload, json_message, parse_config_payload,
 )
 
 FFMPEG = os.environ.get("LIVECAST_FFMPEG", "ffmpeg")
@@ -80,27 +85,37 @@ class FlvVideoReader:
 
 
 class FfmpegWorker:
+    """A `workerloop` backend driving one ffmpeg CLI process per publish session."""
+
+    THREADED_OUTPUT = True  # the pipe reader threads emit whenever ffmpeg writes
+
     def __init__(self, setup: WorkerSetup, emit) -> None:
         self.setup = setup
-        self.emit = emit  # thread-safe: serve() writes under its lock
+        self.emit = emit  # thread-safe (workerloop.PipeOutput)
+        self.audio = AacTranscoder(setup.audio_kbps, emit)
         self.disabled: set[int] = set()
+        self.encoding: list[int] = []  # rendition index of each output of the running ffmpeg
         self.record: bytes | None = None
         self.size = (0, 0)
         self.proc: subprocess.Popen | None = None
         self.threads: list[threading.Thread] = []
 
-    def command(self, out_fds: list[int]) -> list[str]:
+    def command(self, out_fds: list[int], renditions: list[int] | None = None) -> list[str]:
+        """The ffmpeg command line encoding `renditions` (indexes; all by default)."""
+        if renditions is None:
+            renditions = list(range(len(self.setup.renditions)))
         # (No -fflags nobuffer: with it ffmpeg 5.1 loses the first GOP read from a pipe.)
         inp = ffmpeg.input("pipe:0", format="flv", probesize=32, analyzeduration=0)
-        split = inp.video.filter_multi_output("split", len(self.setup.renditions))
+        split = inp.video.filter_multi_output("split", len(renditions))
         outs = []
         sw, sh = self.size
-        for i, r in enumerate(self.setup.renditions):
+        for k, i in enumerate(renditions):
+            r = self.setup.renditions[i]
             w = r.width_for(sw, sh) if sh else -2
-            scaled = split.stream(i).filter("scale", w, r.height, flags=self.setup.scaler.lower())
+            scaled = split.stream(k).filter("scale", w, r.height, flags=self.setup.scaler.lower())
             opts = x264_options(self.setup, r.video_kbps)
             outs.append(ffmpeg.output(
-                scaled, f"pipe:{out_fds[i]}", format="flv", vcodec="libx264", pix_fmt="yuv420p",
+                scaled, f"pipe:{out_fds[k]}", format="flv", vcodec="libx264", pix_fmt="yuv420p",
                 preset=opts["preset"], bf=opts["bf"], g=opts["g"],
                 sc_threshold=opts["sc_threshold"], threads=opts["threads"],
                 **({"tune": opts["tune"]} if "tune" in opts else {}),
@@ -111,17 +126,24 @@ class FfmpegWorker:
         args = ffmpeg.merge_outputs(*outs).global_args("-nostdin", "-copyts", "-loglevel", "error").compile(cmd=FFMPEG)
         return args
 
-    def _start(self) -> None:
-        pipes = [os.pipe() for _ in self.setup.renditions]
-        cmd = self.command([w for _r, w in pipes])
+    def _start(self) -> bool:
+        """Start ffmpeg for the renditions still enabled; False when there are none."""
+        self.encoding = [i for i in range(len(self.setup.renditions)) if i not in self.disabled]
+        if not self.encoding:
+            return False
+        pipes = [os.pipe() for _ in self.encoding]
+        cmd = self.command([w for _r, w in pipes], self.encoding)
+        # stdout unused; stderr is inherited: the server drains and logs ours.
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      pass_fds=[w for _r, w in pipes])
         for _r, w in pipes:
             os.close(w)
-        self.threads = [threading.Thread(target=self._read, args=(i, r), daemon=True) for i, (r, _w) in enumerate(pipes)]
+        self.threads = [threading.Thread(target=self._read, args=(i, r), daemon=True)
+                        for i, (r, _w) in zip(self.encoding, pipes)]
         for t in self.threads:
             t.start()
         self.proc.stdin.write(_FLV_HEADER + flv_video_tag(0, True, 0, 0, self.record))
+        return True
 
     def _read(self, index: int, fd: int) -> None:
         reader = FlvVideoReader()
@@ -140,6 +162,7 @@ class FfmpegWorker:
                         self.emit(Message(T_OUT_FRAME, index, F_KEYFRAME if key else 0, ts, ts + cts, 0, body))
 
     def _stop(self) -> None:
+        """Close ffmpeg's input: it encodes what it has, its outputs end, it exits."""
         if self.proc is None:
             return
         try:
@@ -152,7 +175,13 @@ class FfmpegWorker:
         self.proc = None
 
     def handle(self, msg: Message) -> None:
-        if msg.type == T_CONFIG and msg.track == TRACK_VIDEO:
+        if msg.track == TRACK_AUDIO and msg.type in (T_CONFIG, T_FRAME):
+            if msg.type == T_CONFIG:
+                codec, record, _w, _h, rate, channels = parse_config_payload(msg.json())
+                self.audio.config(codec, record, rate, channels)
+            else:
+                self.audio.frame(msg)
+        elif msg.type == T_CONFIG and msg.track == TRACK_VIDEO:
             codec, record, w, h, _rate, _ch = parse_config_payload(msg.json())
             if codec != "h264":
                 raise ProtocolError(f"video codec {codec!r} is not supported by the transcoder")
@@ -162,16 +191,19 @@ class FfmpegWorker:
         elif msg.type == T_FRAME and msg.track == TRACK_VIDEO:
             if self.record is None:
                 return
-            if self.proc is None:
-                if not msg.keyframe:
-                    return
-                self._start()
+            if msg.keyframe and self.proc is not None and set(self.encoding) & self.disabled:
+                self._stop()  # a rendition was dropped: go on without it from this keyframe
+            if self.proc is None and not (msg.keyframe and self._start()):
+                return
             self.proc.stdin.write(flv_video_tag(msg.dts, msg.keyframe, 1, msg.pts - msg.dts, msg.payload))
             self.proc.stdin.flush()
         elif msg.type == T_FLUSH:
             self._stop()
+            self.audio.flush()
         elif msg.type == T_DISABLE:
             self.disabled.add(msg.track)
+        else:
+            raise ProtocolError(f"unexpected message type {msg.type}")
 
     def close(self) -> None:
         if self.proc is not None:
@@ -179,43 +211,5 @@ class FfmpegWorker:
             self._stop()
 
 
-def serve() -> int:
-    out = sys.stdout.buffer
-    lock = threading.Lock()
-    reader = MessageReader()
-    worker: FfmpegWorker | None = None
-
-    def emit(msg: Message) -> None:
-        with lock:
-            out.write(encode(msg))
-            out.flush()
-
-    try:
-        while data := os.read(0, 1 << 16):
-            reader.receive_data(data)
-            for msg in reader.messages():
-                if msg.type == T_SETUP:
-                    worker = FfmpegWorker(WorkerSetup.from_json(msg.json()), emit)
-                    continue
-                if worker is None:
-                    raise ProtocolError("first message must be T_SETUP")
-                worker.handle(msg)
-                emit(Message(T_DONE, seq=msg.seq))
-    except ProtocolError as exc:
-        emit(json_message(T_ERROR, {"message": str(exc)}))
-        return 2
-    finally:
-        if worker is not None:
-            worker.close()  # never leave ffmpeg behind
-    return 0
-
-
-def main() -> int:
-    try:
-        return serve()
-    except (KeyboardInterrupt, BrokenPipeError):
-        return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(worker_main(FfmpegWorker))

@@ -21,12 +21,14 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ingest.frames import AUDIO, VIDEO, CodecConfig, Frame, StreamEnd, StreamStart
+from transcoder.alignment import DecodeTimeAligner
 from transcoder.ladder import Rendition, renditions_for
+from transcoder.rendition_queue import RenditionQueue
+from transcoder.transcode_settings import TranscodeSettings
 from transcoder.workerproto import (
     F_KEYFRAME, T_CONFIG, T_DISABLE, T_DONE, T_ERROR, T_FLUSH, T_FRAME, T_OUT_CONFIG, T_OUT_FRAME, T_SETUP,
     TRACK_AUDIO, TRACK_VIDEO, Message, MessageReader, ProtocolError, config_payload, encode, json_message,
@@ -39,122 +41,7 @@ _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 _WORKER_MODULES = {"pyav": "transcoder.worker", "ffmpeg": "transcoder.ffmpeg_worker"}
 _READ_SIZE = 1 << 16
 
-
-@dataclass(frozen=True, slots=True)
-class TranscodeSettings:
-    backend: str = "pyav"  # "pyav" | "ffmpeg"
-    preset: str = "veryfast"  # x264 preset: live needs faster than real time
-    tune: str = "zerolatency"  # no lookahead, no frame delay in the encoder
-    bframes: int = 0  # B-frames add reorder delay; none for live
-    encoder_threads: int = 0  # x264 threads per rendition; 0 = x264's choice
-    scaler: str = "bicubic"  # swscale algorithm (the ffmpeg CLI's default)
-    audio_kbps: int = 128  # AAC bitrate when an Opus source is transcoded
-    # A crash loop must not eat the machine: after this many restarts within
-    # a minute the live continues with its source rendition only.
-    max_restarts_per_minute: int = 3
-    # Input messages sent but not yet processed by the worker: bounds the
-    # latency the worker can add (~2 s at 30 fps) and the pipe memory.
-    max_in_flight: int = 60
-    # A worker that processes nothing for this long is hung: kill, restart.
-    stall_timeout_s: float = 10.0
-    # Falling behind real time: when the oldest unprocessed input is older
-    # than this, or the hub had to skip frames for us, drop a rendition.
-    degrade_lag_ms: int = 2500
-    # Time for the worker to catch up after a drop before the next one.
-    degrade_cooldown_s: float = 5.0
-    # Per-rendition queue to its packager: ~10 s of 30 fps video + audio.
-    queue_max_items: int = 800
-    # The supervisor's own hub consumer.
-    consumer_max_items: int = 600
-    consumer_max_bytes: int = 32 * 1024 * 1024
-    # AAC frames (and control items) waiting for the video to catch up.
-    max_pending_items: int = 1000
-    # Time for the worker to drain at the end of a live, then to exit.
-    flush_timeout_s: float = 5.0
-    exit_timeout_s: float = 2.0
-
-    @classmethod
-    def from_config(cls, section: Any) -> "TranscodeSettings":
-        """From the [transcode] config section (keys that exist there)."""
-        names = cls.__dataclass_fields__.keys()
-        return cls(**{n: getattr(section, n) for n in names if hasattr(section, n)})
-
-    def worker_setup(self, renditions: list[Rendition], fps_hint: int) -> dict:
-        return {"renditions": [{"name": r.name, "height": r.height, "kbps": r.video_kbps} for r in renditions],
-                "preset": self.preset, "tune": self.tune, "bframes": self.bframes,
-                "encoder_threads": self.encoder_threads, "fps_hint": fps_hint,
-                "scaler": self.scaler.upper(), "audio_kbps": self.audio_kbps}
-
-
-class RenditionQueue:
-    """The bounded hand-off from the supervisor to one rendition's packager.
-
-    `put()` never waits: when full, queued frames are dropped and the video
-    skips to the next keyframe (like a StreamHub consumer). Control items
-    (configs, start, end) are always kept; they are few.
-    """
-
-    def __init__(self, name: str, max_items: int = 800) -> None:
-        self.name = name
-        self.max_items = max_items
-        self.dropped = 0
-        self.frames = 0
-        self.bytes = 0
-        self._items: collections.deque = collections.deque()
-        self._skipping = False
-        self._ended = False
-        self._waiter: asyncio.Future | None = None
-
-    def put(self, item) -> None:
-        if self._ended:
-            return
-        if isinstance(item, Frame):
-            if self._skipping:
-                if not (item.kind == VIDEO and item.keyframe):
-                    self.dropped += 1
-                    return
-                self._skipping = False
-            if len(self._items) >= self.max_items:
-                before = len(self._items)
-                self._items = collections.deque(i for i in self._items if not isinstance(i, Frame))
-                self.dropped += before - len(self._items)
-                if not (item.kind == VIDEO and item.keyframe):
-                    self._skipping = True
-                    self.dropped += 1
-                    return
-            self.frames += 1
-            self.bytes += len(item.data)
-        self._items.append(item)
-        self._wake()
-
-    def end(self) -> None:
-        """No more items: get() returns what is queued, then None."""
-        self._ended = True
-        self._wake()
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def get(self):
-        while not self._items:
-            if self._ended:
-                return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._items.popleft()
-
-    def close(self) -> None:
-        # The packaging service closes its consumers on shutdown.
-        self._items.clear()
-        self.end()
+__all__ = ["RenditionQueue", "TranscodeSettings", "Transcoder"]
 
 
 class _WorkerGone(Exception):
@@ -191,6 +78,7 @@ class Transcoder:
         # its audio waits here (bounded by max_pending_items).
         self._video_ready: list[bool] = []
         self._early: list[collections.deque] = []
+        self._aligner = DecodeTimeAligner(0)
         self.restarts = 0
         self.degradations = 0
         self._restart_times: collections.deque[float] = collections.deque()
@@ -198,6 +86,7 @@ class Transcoder:
         self._task: asyncio.Task | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._reader_task: asyncio.Task | None = None
+        self._stderr_task: asyncio.Task | None = None
         self._seq = 0
         self._acked = 0
         self._sent_at: collections.deque[tuple[int, float]] = collections.deque()
@@ -210,7 +99,9 @@ class Transcoder:
         self._last_degrade: float | None = None
         self._seen_overflows = 0
         self.lag_ms = 0
-        self.pids: list[int] = []  # every worker pid ever started (for tests and logs)
+        # The last worker pids started (for tests and logs); bounded: a live
+        # can run for days with a restart now and then.
+        self.pids: collections.deque[int] = collections.deque(maxlen=64)
 
     # ------------------------------------------------------------------ API
     def start(self) -> None:
@@ -283,6 +174,8 @@ class Transcoder:
                     if not item.keyframe:
                         return
                     self._need_keyframe = False
+                if item.keyframe:
+                    self._aligner.source_keyframe(item.dts, item.pts)
                 await self._send(Message(T_FRAME, TRACK_VIDEO, F_KEYFRAME if item.keyframe else 0,
                                          item.dts, item.pts, 0, item.data))
             elif self._audio_cfg is not None and self._audio_cfg.codec == "aac":
@@ -328,6 +221,7 @@ class Transcoder:
 
     def _open_renditions(self, chosen: list[Rendition], cfg: CodecConfig) -> None:
         self.renditions = chosen
+        self._aligner = DecodeTimeAligner(len(chosen))
         for r in chosen:
             q = RenditionQueue(r.name, self.settings.queue_max_items)
             # The packager starts mid-stream: give it the session and audio config.
@@ -439,9 +333,11 @@ class Transcoder:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
         self._proc = await asyncio.create_subprocess_exec(
             self.python, "-m", _WORKER_MODULES[self.settings.backend],
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, cwd=_PROJECT_ROOT)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=env, cwd=_PROJECT_ROOT)
         self.pids.append(self._proc.pid)
         self._reader_task = asyncio.create_task(self._read_worker(self._proc), name=f"transcoder-read:{self.room_id}")
+        self._stderr_task = asyncio.create_task(self._log_stderr(self._proc), name=f"transcoder-log:{self.room_id}")
         fps = 30
         meta = getattr(self._start_item, "metadata", None) or {}
         try:
@@ -500,6 +396,31 @@ class Transcoder:
         finally:
             self._progress.set()
 
+    async def _log_stderr(self, proc: asyncio.subprocess.Process) -> None:
+        """Drain the worker's stderr into our log, bounded in line length and rate."""
+        limit, per_s = self.settings.stderr_line_bytes, self.settings.stderr_lines_per_s
+        partial = b""
+        window, logged, suppressed = 0.0, 0, 0
+        while chunk := await proc.stderr.read(_READ_SIZE):
+            *lines, partial = (partial + chunk).split(b"\n")
+            partial = partial[:limit]  # a line without an end is cut, not buffered forever
+            now = time.monotonic()
+            for line in lines:
+                if now - window >= 1.0:
+                    if suppressed:
+                        log.warning("%s: worker %d: %d more stderr lines not logged", self.room_id, proc.pid,
+                                    suppressed)
+                    window, logged, suppressed = now, 0, 0
+                if logged >= per_s:
+                    suppressed += 1
+                    continue
+                logged += 1
+                text = line[:limit].decode("utf-8", "replace").rstrip()
+                if text:
+                    log.warning("%s: worker %d: %s", self.room_id, proc.pid, text)
+        if suppressed:
+            log.warning("%s: worker %d: %d more stderr lines not logged", self.room_id, proc.pid, suppressed)
+
     def _on_output(self, msg: Message) -> None:
         if msg.type == T_DONE:
             self._acked = max(self._acked, msg.seq)
@@ -511,7 +432,8 @@ class Transcoder:
             if msg.track == TRACK_AUDIO:
                 self._deliver_all(Frame(AUDIO, "aac", msg.dts, msg.pts, True, msg.payload))
             elif msg.track < len(self.queues) and self.active[msg.track]:
-                self.queues[msg.track].put(Frame(VIDEO, "h264", msg.dts, msg.pts, msg.keyframe, msg.payload))
+                dts = self._aligner.output(msg.track, msg.dts, msg.pts, msg.keyframe)
+                self.queues[msg.track].put(Frame(VIDEO, "h264", dts, msg.pts, msg.keyframe, msg.payload))
         elif msg.type == T_OUT_CONFIG:
             codec, record, w, h, rate, channels = parse_config_payload(msg.json())
             if msg.track == TRACK_AUDIO:
@@ -550,6 +472,13 @@ class Transcoder:
             if not task.done():
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        task, self._stderr_task = self._stderr_task, None
+        if task is not None:
+            # The worker has exited: its last lines are in the pipe (unless an
+            # ffmpeg child still holds it open: then do not wait for it).
+            await asyncio.wait({task}, timeout=0.5)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _finish(self) -> None:
         """The live is over: drain the worker so the renditions get their last frames."""
@@ -571,3 +500,33 @@ class Transcoder:
     def _end_queues(self) -> None:
         for q in self.queues:
             q.end()
+
+
+def metric_families(streams: list[dict]) -> list[tuple[str, str, str, list[tuple[dict, float]]]]:
+    """Prometheus families of the transcoders of `streams` (the stream
+    listing: dicts with room_id, live_id and transcoder = Transcoder.status()
+    or None), in the (name, type, help, samples) form of livecast/metrics.py."""
+    states, restarts, degradations, lag, renditions, dropped = [], [], [], [], [], []
+    for s in streams:
+        t = s.get("transcoder")
+        if not t:
+            continue
+        labels = {"room": s.get("room_id") or "", "live": str(s.get("live_id", ""))}
+        states.append(({**labels, "state": t["state"]}, 1))
+        restarts.append((labels, t["restarts"]))
+        degradations.append((labels, t["degradations"]))
+        lag.append((labels, t["lag_ms"] / 1000))
+        for r in t["renditions"]:
+            rl = {**labels, "rendition": r["name"]}
+            renditions.append((rl, 1 if r["state"] == "active" else 0))
+            dropped.append((rl, r["dropped"]))
+    return [
+        ("livecast_transcoder_state", "gauge", "1 for the transcoder state of each live "
+         "(running, failed, not_needed, unsupported, ended, ...).", states),
+        ("livecast_transcoder_restarts_total", "counter", "Worker restarts after a crash or stall.", restarts),
+        ("livecast_transcoder_degradations_total", "counter", "Renditions dropped for falling behind real time.",
+         degradations),
+        ("livecast_transcoder_lag_seconds", "gauge", "Age of the oldest input the worker has not processed.", lag),
+        ("livecast_rendition_active", "gauge", "1 while a ladder rendition is encoded, 0 once dropped.", renditions),
+        ("livecast_rendition_dropped_frames_total", "counter", "Frames a slow rendition packager lost.", dropped),
+    ]

@@ -14,9 +14,7 @@ The worker exits when stdin closes, so a dead server never leaves it behind.
 from __future__ import annotations
 
 import fractions
-import os
 import sys
-import time
 from dataclasses import dataclass, field
 
 import av
@@ -24,17 +22,13 @@ from av.video.frame import PictureType
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from transcoder.ladder import Rendition
+from transcoder.workerloop import WorkerSetup, log, main as worker_main, x264_options
 from transcoder.workerproto import (
-    F_KEYFRAME, T_CONFIG, T_DISABLE, T_DONE, T_ERROR, T_FLUSH, T_FRAME, T_OUT_CONFIG, T_OUT_FRAME,
-    T_SETUP, TRACK_AUDIO, TRACK_VIDEO, Message, MessageReader, ProtocolError, config_payload, encode,
-    json_message, parse_config_payload,
+    F_KEYFRAME, T_CONFIG, T_DISABLE, T_FLUSH, T_FRAME, T_OUT_CONFIG, T_OUT_FRAME, TRACK_AUDIO, TRACK_VIDEO,
+    Message, ProtocolError, config_payload, json_message, parse_config_payload,
 )
 
 MS = fractions.Fraction(1, 1000)
-# x264 must never place a keyframe on its own: only where the source has one.
-_NO_GOP = 1 << 20
-# Stdin reads; one pipe buffer at a time.
-_READ_SIZE = 1 << 16
 
 
 # -- H.264 byte formats --------------------------------------------------------------------
@@ -76,51 +70,100 @@ def avcc_from_extradata(extradata: bytes) -> bytes:
     return build_avcc(sps, pps)
 
 
-# -- settings ------------------------------------------------------------------------------
-@dataclass
-class WorkerSetup:
-    renditions: list[Rendition]
-    preset: str = "veryfast"
-    tune: str = "zerolatency"
-    bframes: int = 0
-    # x264 threads per rendition; 0 = x264's choice. Decoder threads likewise.
-    encoder_threads: int = 0
-    decoder_threads: int = 0
-    fps_hint: int = 30  # rate-control hint only; timestamps drive x264 (vfr input)
-    scaler: str = "BICUBIC"  # swscale algorithm, the ffmpeg CLI's default
-    audio_kbps: int = 128
-
-    @classmethod
-    def from_json(cls, value: dict) -> "WorkerSetup":
-        try:
-            renditions = [Rendition(str(r["name"]), int(r["height"]), int(r["kbps"])) for r in value["renditions"]]
-            return cls(renditions=renditions, preset=str(value.get("preset", "veryfast")),
-                       tune=str(value.get("tune", "zerolatency")), bframes=int(value.get("bframes", 0)),
-                       encoder_threads=int(value.get("encoder_threads", 0)),
-                       decoder_threads=int(value.get("decoder_threads", 0)),
-                       fps_hint=max(1, int(value.get("fps_hint", 30))), scaler=str(value.get("scaler", "BICUBIC")),
-                       audio_kbps=int(value.get("audio_kbps", 128)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"bad setup message: {exc!r}") from None
-
-    def to_json(self) -> dict:
-        return {"renditions": [{"name": r.name, "height": r.height, "kbps": r.video_kbps} for r in self.renditions],
-                "preset": self.preset, "tune": self.tune, "bframes": self.bframes,
-                "encoder_threads": self.encoder_threads, "decoder_threads": self.decoder_threads,
-                "fps_hint": self.fps_hint, "scaler": self.scaler, "audio_kbps": self.audio_kbps}
-
-
-def x264_options(setup: WorkerSetup, kbps: int) -> dict[str, str]:
-    """The libx264 settings, shared with the ffmpeg CLI backend and the bench."""
-    opts = {"preset": setup.preset, "bf": str(setup.bframes), "g": str(_NO_GOP), "sc_threshold": "0",
-            "b": f"{kbps}k", "maxrate": f"{kbps}k", "bufsize": f"{kbps}k",  # 1 s VBV: live CBR-like
-            "threads": str(setup.encoder_threads)}
-    if setup.tune:
-        opts["tune"] = setup.tune
-    return opts
-
-
 # -- the pipeline --------------------------------------------------------------------------
+@dataclass
+class AacTranscoder:
+    """A non-AAC audio source (Opus from Enhanced RTMP) decoded and encoded to
+    AAC once, for every rendition; shared by both worker backends. Output
+    timestamps count samples from the first input packet (sample-exact, in
+    ms at one place), so they never drift from the source's clock."""
+
+    def __init__(self, kbps: int, emit) -> None:
+        self.kbps = kbps
+        self.emit = emit
+        self.source: tuple | None = None
+        self.decoder = None
+        self.encoder = None
+        self.resampler = None
+        self.fifo = None
+        self.base_ms: int | None = None
+        self.samples = 0
+
+    def config(self, codec: str, record: bytes, sample_rate: int, channels: int) -> None:
+        self._drain()
+        self.source = (codec, record, sample_rate, channels)
+        try:
+            dec = av.CodecContext.create(codec, "r")
+            if record:
+                dec.extradata = record
+        except (av.error.FFmpegError, ValueError) as exc:
+            # Not a codec this FFmpeg decodes: the renditions go without audio.
+            log(f"audio codec {codec!r}: {exc}")
+            self.decoder = None
+            return
+        self.decoder = dec
+
+    def frame(self, msg: Message) -> None:
+        if self.decoder is None:
+            return
+        if self.base_ms is None:
+            self.base_ms, self.samples = msg.pts, 0
+        pkt = av.Packet(msg.payload)
+        pkt.pts, pkt.dts, pkt.time_base = msg.pts, msg.dts, MS
+        try:
+            frames = self.decoder.decode(pkt)
+        except av.error.FFmpegError as exc:
+            log(f"audio decode error: {exc}")
+            return
+        for frame in frames:
+            self._encode(frame)
+
+    def _encode(self, frame) -> None:
+        if self.encoder is None:
+            enc = av.CodecContext.create("aac", "w")
+            enc.sample_rate = frame.sample_rate
+            enc.layout = frame.layout.name
+            enc.format = "fltp"
+            enc.bit_rate = self.kbps * 1000
+            enc.time_base = fractions.Fraction(1, frame.sample_rate)
+            enc.flags |= av.codec.context.Flags.global_header
+            enc.open()
+            self.encoder = enc
+            self.fifo = av.AudioFifo()
+            self.resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=frame.sample_rate)
+            cfg = config_payload("aac", bytes(enc.extradata), sample_rate=frame.sample_rate,
+                                 channels=frame.layout.nb_channels)
+            self.emit(json_message(T_OUT_CONFIG, cfg, track=TRACK_AUDIO))
+        frame.pts = None
+        for f in self.resampler.resample(frame):
+            self.fifo.write(f)
+        size = self.encoder.frame_size
+        while self.fifo.samples >= size:
+            self._encode_frame(self.fifo.read(size))
+
+    def _encode_frame(self, frame) -> None:
+        enc = self.encoder
+        if frame is not None:
+            frame.pts, frame.time_base = self.samples, enc.time_base
+            self.samples += frame.samples
+        for p in enc.encode(frame):
+            # Sample-exact clock, converted to ms at this one place.
+            ms = self.base_ms + max(0, int(p.pts)) * 1000 // enc.sample_rate
+            self.emit(Message(T_OUT_FRAME, track=TRACK_AUDIO, flags=F_KEYFRAME, dts=ms, pts=ms, payload=bytes(p)))
+
+    def _drain(self) -> None:
+        if self.encoder is not None:
+            self._encode_frame(None)
+        self.encoder = None
+        self.base_ms = None
+
+    def flush(self) -> None:
+        """End of a publish session: the last AAC frames out, a fresh decoder for the next one."""
+        self._drain()
+        if self.source is not None:
+            self.config(*self.source)
+
+
 @dataclass
 class _Output:
     index: int
@@ -143,13 +186,7 @@ class LadderPipeline:
         self.decoder: av.CodecContext | None = None
         self.src_size = (0, 0)
         self._key_pts: set[int] = set()
-        # Audio transcode (Opus -> AAC), created on an audio config.
-        self.audio_source: tuple | None = None
-        self.audio_decoder = None
-        self.audio_encoder = None
-        self.audio_fifo = None
-        self.audio_base_ms: int | None = None
-        self.audio_samples = 0
+        self.audio = AacTranscoder(setup.audio_kbps, emit)
         self.errors = 0
 
     # video ------------------------------------------------------------------------------
@@ -256,70 +293,6 @@ class LadderPipeline:
             self.outputs[index].enabled = False
             self.outputs[index].encoder = None
 
-    # audio ------------------------------------------------------------------------------
-    def audio_config(self, codec: str, record: bytes, sample_rate: int, channels: int) -> None:
-        self._drain_audio()
-        self.audio_source = (codec, record, sample_rate, channels)
-        dec = av.CodecContext.create(codec, "r")
-        if record:
-            dec.extradata = record
-        self.audio_decoder = dec
-        self.audio_encoder = None
-
-    def audio_frame(self, msg: Message) -> None:
-        if self.audio_decoder is None:
-            return
-        if self.audio_base_ms is None:
-            self.audio_base_ms, self.audio_samples = msg.pts, 0
-        pkt = av.Packet(msg.payload)
-        pkt.pts, pkt.dts, pkt.time_base = msg.pts, msg.dts, MS
-        try:
-            frames = self.audio_decoder.decode(pkt)
-        except av.error.FFmpegError as exc:
-            log(f"audio decode error: {exc}")
-            return
-        for frame in frames:
-            self._encode_audio(frame)
-
-    def _encode_audio(self, frame) -> None:
-        if self.audio_encoder is None:
-            enc = av.CodecContext.create("aac", "w")
-            enc.sample_rate = frame.sample_rate
-            enc.layout = frame.layout.name
-            enc.format = "fltp"
-            enc.bit_rate = self.setup.audio_kbps * 1000
-            enc.time_base = fractions.Fraction(1, frame.sample_rate)
-            enc.flags |= av.codec.context.Flags.global_header
-            enc.open()
-            self.audio_encoder = enc
-            self.audio_fifo = av.AudioFifo()
-            self.audio_resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=frame.sample_rate)
-            cfg = config_payload("aac", bytes(enc.extradata), sample_rate=frame.sample_rate,
-                                 channels=frame.layout.nb_channels)
-            self.emit(json_message(T_OUT_CONFIG, cfg, track=TRACK_AUDIO))
-        frame.pts = None
-        for f in self.audio_resampler.resample(frame):
-            self.audio_fifo.write(f)
-        size = self.audio_encoder.frame_size
-        while self.audio_fifo.samples >= size:
-            self._encode_audio_frame(self.audio_fifo.read(size))
-
-    def _encode_audio_frame(self, frame) -> None:
-        enc = self.audio_encoder
-        if frame is not None:
-            frame.pts, frame.time_base = self.audio_samples, enc.time_base
-            self.audio_samples += frame.samples
-        for p in enc.encode(frame):
-            # Sample-exact clock, converted to ms at this one place.
-            ms = self.audio_base_ms + max(0, int(p.pts)) * 1000 // enc.sample_rate
-            self.emit(Message(T_OUT_FRAME, track=TRACK_AUDIO, flags=F_KEYFRAME, dts=ms, pts=ms, payload=bytes(p)))
-
-    def _drain_audio(self) -> None:
-        if self.audio_encoder is not None:
-            self._encode_audio_frame(None)
-        self.audio_encoder = None
-        self.audio_base_ms = None
-
     # session ----------------------------------------------------------------------------
     def flush(self) -> None:
         """End of a publish session: everything out, start clean on the next one."""
@@ -328,58 +301,13 @@ class LadderPipeline:
             self._flush_encoder(out)
         self.src_size = (0, 0)
         self._key_pts.clear()
-        self._drain_audio()
-        if self.audio_source is not None:
-            self.audio_config(*self.audio_source)  # a fresh decoder for the next session
-
-
-_last_log = 0.0
-
-
-def log(text: str) -> None:
-    # stderr goes to the server's log; rate-limited so a corrupt stream cannot flood it.
-    global _last_log
-    now = time.monotonic()
-    if now - _last_log >= 1.0:
-        _last_log = now
-        print(f"transcoder.worker[{os.getpid()}]: {text}", file=sys.stderr, flush=True)
-
-
-def serve(pipeline_factory, infd: int = 0, out=None) -> int:
-    """The message loop shared by the worker backends."""
-    out = out or sys.stdout.buffer
-    reader = MessageReader()
-    pipeline = None
-    pending: list[bytes] = []
-
-    def emit(msg: Message) -> None:
-        pending.append(encode(msg))
-
-    while True:
-        data = os.read(infd, _READ_SIZE)
-        if not data:
-            return 0  # the server is gone or done with us
-        reader.receive_data(data)
-        try:
-            for msg in reader.messages():
-                if msg.type == T_SETUP:
-                    pipeline = pipeline_factory(WorkerSetup.from_json(msg.json()), emit)
-                    continue
-                if pipeline is None:
-                    raise ProtocolError("first message must be T_SETUP")
-                pipeline.handle(msg)
-                emit(Message(T_DONE, seq=msg.seq))
-                out.write(b"".join(pending))
-                pending.clear()
-                out.flush()
-        except ProtocolError as exc:
-            out.write(encode(json_message(T_ERROR, {"message": str(exc)})))
-            out.flush()
-            return 2
+        self.audio.flush()
 
 
 class PyavWorker:
-    """Adapter from messages to LadderPipeline calls."""
+    """Adapter from messages to LadderPipeline calls (a `workerloop` backend)."""
+
+    THREADED_OUTPUT = False  # every output is emitted inside handle()
 
     def __init__(self, setup: WorkerSetup, emit) -> None:
         self.pipeline = LadderPipeline(setup, emit)
@@ -390,7 +318,7 @@ class PyavWorker:
             if msg.track == TRACK_VIDEO:
                 p.video_frame(msg)
             elif msg.track == TRACK_AUDIO:
-                p.audio_frame(msg)
+                p.audio.frame(msg)
         elif msg.type == T_CONFIG:
             codec, record, _w, _h, rate, channels = parse_config_payload(msg.json())
             if msg.track == TRACK_VIDEO:
@@ -398,7 +326,7 @@ class PyavWorker:
                     raise ProtocolError(f"video codec {codec!r} is not supported by the transcoder")
                 p.video_config(record)
             elif msg.track == TRACK_AUDIO:
-                p.audio_config(codec, record, rate, channels)
+                p.audio.config(codec, record, rate, channels)
         elif msg.type == T_FLUSH:
             p.flush()
         elif msg.type == T_DISABLE:
@@ -406,15 +334,9 @@ class PyavWorker:
         else:
             raise ProtocolError(f"unexpected message type {msg.type}")
 
-
-def main() -> int:
-    try:
-        return serve(PyavWorker)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
+    def close(self) -> None:
+        pass  # nothing outside this process to stop
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(worker_main(PyavWorker))
