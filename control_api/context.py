@@ -25,6 +25,7 @@ class ApiContext:
     drop_live: Callable[[int, str], bool]   # drops the active publisher of live_id
     streams: Callable[[], list[dict]]       # on-air streams from the ingest
     thumbnail_url: Callable[[str], str | None] = lambda room_id: None
+    viewer_count: Callable[[str], int] = lambda room_id: 0   # viewers the origin saw lately
 
 
 @dataclass

@@ -43,12 +43,13 @@ def room_urls(api: Api, room_id: str) -> dict:
 
 
 def room_json(api: Api, room: Room, live: Live | None) -> dict:
+    on_air = live is not None and live.live_state == "live"
     return {
         "room_id": room.room_id,
         "room_title": room.room_title,
         "room_info": room.room_info,
-        "live": live is not None and live.live_state == "live",
-        "viewer_count": 0,
+        "live": on_air,
+        "viewer_count": api.ctx.viewer_count(room.room_id) if on_air else 0,
         **room_urls(api, room.room_id),
         "created_at": iso(room.created_at),
     }

@@ -58,6 +58,7 @@ def hls_settings(hls: SimpleNamespace) -> HlsSettings:
         part_target_ms=hls.part_target_ms,
         window_segments=hls.window_segments,
         max_segment_ms=hls.max_segment_ms or 2 * hls.target_duration_ms,
+        ended_keep_s=hls.ended_keep_s,
     )
 
 
@@ -181,7 +182,7 @@ class Livecast:
     def _build_http(self) -> None:
         app = self.http_app
         add_service_routes(app, self.health, self.metric_families)
-        add_hls_routes(app, self.packaging)
+        self.hls_origin = add_hls_routes(app, self.packaging)
         add_watch_routes(app, self.db)
         mount_api(
             app,
@@ -194,6 +195,7 @@ class Livecast:
                 drop_live=self.registry.drop,
                 streams=self.streams,
                 thumbnail_url=self.thumbnail_url,
+                viewer_count=self.hls_origin.viewer_count,
             ),
         )
 

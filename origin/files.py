@@ -33,7 +33,8 @@ from watchdog.observers import Observer
 
 from storage.segments import SegmentStore
 from transcoder.hls_settings import HlsSettings
-from transcoder.packager import STATE_FILE, RenditionOutput
+from transcoder.packager import STATE_FILE
+from transcoder.rendition import RenditionOutput
 from transcoder.playlist import MediaPlaylist
 
 log = logging.getLogger(__name__)
@@ -210,11 +211,14 @@ class FileOutputs:
         try:
             raw = await asyncio.to_thread(self._read_state, room_id, rendition)
             state = json.loads(raw) if raw is not None else None
-            playlist = MediaPlaylist.from_state(state["playlist"]) if state is not None else None
+            # No "playlist": the packager removed the files of an ended live
+            # (Packager.remove_media), keeping only its restart counters.
+            playlist = (MediaPlaylist.from_state(state["playlist"])
+                        if state is not None and state.get("playlist") is not None else None)
             facts = state.get("output", {}) if state is not None else {}
             if not isinstance(facts, dict):
                 raise ValueError("output must be an object")
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             # Atomic writes make this a foreign or corrupt file: keep what we had.
             log.warning("%s/%s: unusable %s: %s", room_id, rendition, STATE_FILE, exc)
             return

@@ -16,6 +16,7 @@ latter replaces `out.playlist` on every reload, so waits re-read it.
 """
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 from email.utils import formatdate
@@ -23,11 +24,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from transcoder.packager import RenditionOutput
+from origin.viewers import ViewerCounter
+from transcoder.rendition import RenditionOutput
 from transcoder.thumbnails import THUMBNAIL_FILE
 from transcoder.packaging import PackagingService
-from transcoder.playlist import (INIT_RE, PART_RE, SEGMENT_RE, Block, RenditionReport, Variant,
-                                 render_multivariant)
+from transcoder.multivariant import Variant, render_multivariant
+from transcoder.playlist import INIT_RE, PART_RE, SEGMENT_RE, Block, RenditionReport
 
 if TYPE_CHECKING:
     from origin.files import FileOutputs
@@ -70,6 +72,29 @@ def _playlist_response(request: web.Request, text: str, modified_at: float, cach
     return web.Response(body=body, headers=headers)
 
 
+class _MediaFileResponse(web.FileResponse):
+    """FileResponse that never lets a shared cache keep an error: if the file
+    vanished between the playlist model vouching for it and the open (a
+    restarted packager clearing its directory, an ended live's files being
+    removed), aiohttp answers 404 with the headers we set, and `immutable`
+    would pin that 404 in a CDN for a year."""
+
+    def set_status(self, status: int, reason: str | None = None) -> None:
+        super().set_status(status, reason)
+        if status >= 400:
+            self.headers["Cache-Control"] = "no-cache"
+
+
+def _listed(outputs: dict[str, RenditionOutput]) -> list[tuple[str, RenditionOutput]]:
+    """Renditions of the multivariant playlist, in order; rendition reports
+    name exactly these (bis App. B.1: one report per other variant)."""
+    first = outputs.get("source") or next(iter(outputs.values()))
+    return [(name, out) for name, out in outputs.items()
+            if out.playlist is not None and out.playlist.has_media()
+            # A rendition dropped under load while the source goes on.
+            and not (out.done and out is not first)]
+
+
 def _int_param(query, name: str) -> int | None:
     raw = query.get(name)
     if raw is None:
@@ -80,11 +105,17 @@ def _int_param(query, name: str) -> int | None:
 
 
 class HlsOrigin:
-    def __init__(self, service: PackagingService | FileOutputs) -> None:
+    def __init__(self, service: PackagingService | FileOutputs, *, viewers: ViewerCounter | None = None) -> None:
         self.service = service
         s = service.settings
         self.td = s.playlist_target_duration_s
         self.block_timeout = s.blocking_timeout_ms / 1000
+        # Who is watching: addresses that reload a room's media playlists.
+        self.viewers = viewers if viewers is not None else ViewerCounter()
+
+    def viewer_count(self, room_id: str) -> int:
+        """Estimated concurrent viewers of a room (origin/viewers.py)."""
+        return self.viewers.count(room_id)
 
     def _output(self, request: web.Request) -> RenditionOutput | None:
         return self.service.outputs(request.match_info["room_id"]).get(request.match_info["rendition"])
@@ -111,11 +142,7 @@ class HlsOrigin:
         if not await self._wait_for_media(first):
             return _error(503, "starting", "the live has not produced media yet", cache="no-cache")
         variants = []
-        for name, out in outputs.items():
-            if out.playlist is None or not out.playlist.has_media():
-                continue
-            if out.done and out is not first:
-                continue  # a rendition dropped under load while the source goes on
+        for name, out in _listed(outputs):
             bandwidth = out.peak_bandwidth or out.average_bandwidth or 1
             variants.append(Variant(f"{name}/index.m3u8", bandwidth, out.average_bandwidth or bandwidth,
                                     out.codecs, out.width, out.height, out.frame_rate_milli))
@@ -129,6 +156,7 @@ class HlsOrigin:
         out = self._output(request)
         if out is None:
             return _not_live(room_id)
+        self.viewers.seen(room_id, request.remote)
         q = request.query
         try:
             msn = _int_param(q, "_HLS_msn")
@@ -159,11 +187,10 @@ class HlsOrigin:
         else:
             cache = "public, max-age=1"  # keep tune-in fresh (App. C reads Age)
         reports = []
-        for name, other in self.service.outputs(room_id).items():
-            if other is out or other.playlist is None:
-                continue
-            last = other.playlist.last_part()
+        for name, other in _listed(self.service.outputs(room_id)):
+            last = other.playlist.last_part() if other is not out else None
             if last is not None:
+                # LAST-MSN/LAST-PART: the newest part of the other rendition (bis 4.4.5.4).
                 reports.append(RenditionReport(f"../{name}/index.m3u8", last[0], last[1]))
         if pl.ended:
             cache = f"public, max-age={td}"
@@ -181,39 +208,49 @@ class HlsOrigin:
         out = self._output(request)
         if out is None:
             return _not_live(room_id)
-        store = self.service.store
-        path = store.path(room_id, rendition, name)
-        cache = IMMUTABLE
-        m = PART_RE.match(name)
+        path = self.service.store.path(room_id, rendition, name)
         pl = out.playlist
+        m = PART_RE.match(name)
         if m and pl is not None:
             msn, index = int(m.group(1)), int(m.group(2))
-            if pl.part_published(msn, index) is None and msn <= pl.next_msn + 1:
-                # A preload-hinted part: hold the request until the whole
-                # part exists, then send it at full speed (bis 6.2.6).
+            if pl.part_published(msn, index) is None and pl.block(msn, index) is Block.WAIT:
+                # A preload-hinted part (or one just ahead of it): hold the
+                # request until the whole part exists, then send it at full
+                # speed (bis 6.2.6). If a keyframe closes the segment first,
+                # the hint is void and the wait ends at once with a 404.
                 await out.wait_until(lambda: out.playlist.part_published(msn, index) is not None,
                                      self.block_timeout)
-        if not path.is_file():
+                pl = out.playlist
+        # The model lists every file the packager wrote and still keeps (it is
+        # published only after its bytes are on disk): no stat for those. Files
+        # that slid out of the window live on for a grace period (bis 6.2.2).
+        if (pl is None or not pl.has_file(name)) and not await asyncio.to_thread(path.is_file):
+            # App. B.1: an unsuccessful media request is cached 1 x TD.
             return _error(404, "not_found", "no such file", cache=f"public, max-age={self.td}")
-        headers = {**CORS, "Content-Type": ctype, "Cache-Control": cache}
-        return web.FileResponse(path, headers=headers)
-
+        return _MediaFileResponse(path, headers={**CORS, "Content-Type": ctype, "Cache-Control": IMMUTABLE})
 
     async def thumbnail(self, request: web.Request) -> web.StreamResponse:
         room_id = request.match_info["room_id"]
         store = self.service.store
         path = store.room_dir(room_id) / THUMBNAIL_FILE if store.valid_id(room_id) else None
-        if path is None or not path.is_file():
+        if path is None or not await asyncio.to_thread(path.is_file):
             return _error(404, "no_thumbnail", "this room has no thumbnail yet", cache="public, max-age=5")
         # Renewed every few seconds while live: a short cache is enough.
         headers = {**CORS, "Content-Type": "image/jpeg", "Cache-Control": "public, max-age=5"}
         return web.FileResponse(path, headers=headers)
 
 
-def add_hls_routes(app: web.Application, service: PackagingService | FileOutputs) -> None:
+HLS_ORIGIN = web.AppKey("hls_origin", HlsOrigin)
+
+
+def add_hls_routes(app: web.Application, service: PackagingService | FileOutputs) -> HlsOrigin:
+    """Mount the origin (also kept as app[HLS_ORIGIN]); it answers
+    viewer_count(room_id) for the room listing."""
     origin = HlsOrigin(service)
+    app[HLS_ORIGIN] = origin
     app.router.add_get("/live/{room_id}/thumbnail.jpg", origin.thumbnail)
     app.router.add_get("/live/{room_id}/master.m3u8", origin.multivariant)
     app.router.add_get("/live/{room_id}/{rendition}/index.m3u8", origin.media_playlist)
     app.router.add_get("/live/{room_id}/{rendition}/{file}", origin.media_file)
     app.router.add_route("OPTIONS", "/live/{room_id}/{tail:.+}", origin.options)
+    return origin

@@ -4,6 +4,7 @@ avcC record + 4-byte length-prefixed NAL units, ASC + raw AAC frames, ms times.
 """
 from __future__ import annotations
 
+import asyncio
 import fractions
 import functools
 import math
@@ -107,3 +108,17 @@ def aac(seconds: float = 2.0, rate: int = 48000) -> tuple[CodecConfig, tuple[Fra
 def interleave(*tracks: tuple[Frame, ...]) -> list[Frame]:
     """Merge tracks by dts like an RTMP publisher's send order."""
     return sorted((f for t in tracks for f in t), key=lambda f: f.dts)
+
+
+class FeedConsumer:
+    """A StreamHub-like consumer the test feeds by hand; None ends the live."""
+
+    def __init__(self):
+        self.queue: asyncio.Queue = asyncio.Queue()
+
+    async def get(self):
+        return await self.queue.get()
+
+    def feed(self, items):
+        for it in items:
+            self.queue.put_nowait(it)

@@ -12,6 +12,7 @@ reloads, delta updates) run their own publish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -365,55 +366,59 @@ def playlist_url(server, room_id: str) -> str:
     return f"{server.public_url}/live/{room_id}/source/index.m3u8"
 
 
-async def test_blocking_reload_answers_when_the_part_is_written(server, live):
-    _, room_id, key = live
-    proc = await start_ffmpeg(rtmp_url(server, key), seconds=8, gop=FPS)
-    url = playlist_url(server, room_id)
+@contextlib.asynccontextmanager
+async def publishing(server, key: str, **ffmpeg_options):
+    """The ffmpeg CLI publishing to the live, and an HTTP client; the
+    publisher is stopped on the way out."""
+    proc = await start_ffmpeg(rtmp_url(server, key), **ffmpeg_options)
     try:
         async with aiohttp.ClientSession() as http:
-            pl = await wait_playlist(http, url)
-            waits = []
-            for _ in range(6):
-                hint = pl.preload_hint.uri
-                msn, index = map(int, re.fullmatch(r"seg(\d+)\.(\d+)\.m4s", hint).groups())
-                r = await fetch(http, f"{url}?_HLS_msn={msn}&_HLS_part={index}")
-                assert r.status == 200
-                pl = r.playlist
-                assert hint in [p.uri for s in pl.segments for p in s.parts]
-                waits.append(r.elapsed)
-                # Listed means complete: the part is there at full size.
-                part = await fetch(http, url.rsplit("/", 1)[0] + "/" + hint)
-                assert part.status == 200 and part.elapsed < 0.5
-            # A part arrives every ~PTD; the blocking timeout is 3 x TD = 12 s.
-            assert max(waits) < 4 * PTD, waits
-            assert sum(waits) / len(waits) < 2 * PTD, waits
-            last_msn, _, _ = last_part(pl)
-            far = await fetch(http, f"{url}?_HLS_msn={last_msn + 3}")
-            assert far.status == 400 and far.elapsed < 1  # bis 6.2.5.2: > last MSN + 2
-            alone = await fetch(http, f"{url}?_HLS_part=1")
-            assert alone.status == 400  # _HLS_part without _HLS_msn: MUST be 400
+            yield proc, http
     finally:
         await stop_process(proc)
+
+
+async def test_blocking_reload_answers_when_the_part_is_written(server, live):
+    _, room_id, key = live
+    url = playlist_url(server, room_id)
+    async with publishing(server, key, seconds=8, gop=FPS) as (_proc, http):
+        pl = await wait_playlist(http, url)
+        waits = []
+        for _ in range(6):
+            hint = pl.preload_hint.uri
+            msn, index = map(int, re.fullmatch(r"seg(\d+)\.(\d+)\.m4s", hint).groups())
+            r = await fetch(http, f"{url}?_HLS_msn={msn}&_HLS_part={index}")
+            assert r.status == 200
+            pl = r.playlist
+            assert hint in [p.uri for s in pl.segments for p in s.parts]
+            waits.append(r.elapsed)
+            # Listed means complete: the part is there at full size.
+            part = await fetch(http, url.rsplit("/", 1)[0] + "/" + hint)
+            assert part.status == 200 and part.elapsed < 0.5
+        # A part arrives every ~PTD; the blocking timeout is 3 x TD = 12 s.
+        assert max(waits) < 4 * PTD, waits
+        assert sum(waits) / len(waits) < 2 * PTD, waits
+        last_msn, _, _ = last_part(pl)
+        far = await fetch(http, f"{url}?_HLS_msn={last_msn + 3}")
+        assert far.status == 400 and far.elapsed < 1  # bis 6.2.5.2: > last MSN + 2
+        alone = await fetch(http, f"{url}?_HLS_part=1")
+        assert alone.status == 400  # _HLS_part without _HLS_msn: MUST be 400
 
 
 async def test_held_request_is_released_when_the_stream_ends(server, live):
     _, room_id, key = live
-    proc = await start_ffmpeg(rtmp_url(server, key), seconds=2, gop=FPS)
     url = playlist_url(server, room_id)
-    try:
-        async with aiohttp.ClientSession() as http:
-            pl = await wait_playlist(http, url)
-            assert await asyncio.wait_for(proc.wait(), 15) == 0
-            # Ask for a segment after the open one: the publisher is gone, so
-            # only the end of the stream (ENDLIST after end_grace_s=3) can answer.
-            msn, _, _ = last_part(pl)
-            started = time.monotonic()
-            r = await fetch(http, f"{url}?_HLS_msn={msn + 1}")
-            assert r.status == 200
-            assert r.playlist.is_endlist
-            assert time.monotonic() - started < 3 * TD - 2  # before the 503 timeout
-    finally:
-        await stop_process(proc)
+    async with publishing(server, key, seconds=2, gop=FPS) as (proc, http):
+        pl = await wait_playlist(http, url)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+        # Ask for a segment after the open one: the publisher is gone, so
+        # only the end of the stream (ENDLIST after end_grace_s=3) can answer.
+        msn, _, _ = last_part(pl)
+        started = time.monotonic()
+        r = await fetch(http, f"{url}?_HLS_msn={msn + 1}")
+        assert r.status == 200
+        assert r.playlist.is_endlist
+        assert time.monotonic() - started < 3 * TD - 2  # before the 503 timeout
 
 
 @pytest.mark.server_config(hls={"target_duration_ms": 1000, "window_segments": 40, "end_grace_s": 30.0})

@@ -26,6 +26,7 @@ from hypothesis import given, settings, strategies as st
 from watchdog.utils import BaseThread
 
 import hls_media
+from hls_media import FeedConsumer
 from conftest import rtmp_url
 from ingest.frames import AUDIO, VIDEO, Frame, StreamEnd, StreamStart
 from livecast.origin_app import OriginServer
@@ -114,18 +115,6 @@ def test_malformed_playlist_state_is_value_error(path, value):
 
 ROOM = "room7"
 FAST = HlsSettings(target_duration_ms=1000, part_target_ms=250, max_segment_ms=1000, window_segments=10)
-
-
-class FeedConsumer:
-    def __init__(self):
-        self.queue: asyncio.Queue = asyncio.Queue()
-
-    async def get(self):
-        return await self.queue.get()
-
-    def feed(self, items):
-        for it in items:
-            self.queue.put_nowait(it)
 
 
 def frames(seconds: float, t0: int = 500, fps: int = 10):

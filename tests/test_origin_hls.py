@@ -3,7 +3,10 @@ updates, preload-hinted parts, errors."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
+import json
+import re
 import time
 
 import m3u8
@@ -12,8 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 import hls_media
+from hls_media import FeedConsumer
 from ingest.frames import AUDIO, VIDEO, Frame, StreamEnd, StreamStart
-from origin.hls import add_hls_routes
+from origin.files import FileOutputs
+from origin.hls import HLS_ORIGIN, add_hls_routes
 from storage.segments import SegmentStore
 from transcoder.hls_settings import HlsSettings
 from transcoder.packaging import PackagingService
@@ -21,20 +26,6 @@ from transcoder.packaging import PackagingService
 ROOM = "room42"
 SETTINGS = HlsSettings(target_duration_ms=1000, part_target_ms=250, max_segment_ms=1000, window_segments=30)
 BASE = f"/live/{ROOM}"
-
-
-class FeedConsumer:
-    """A hub-like consumer fed by the test; None ends the live."""
-
-    def __init__(self):
-        self.queue: asyncio.Queue = asyncio.Queue()
-
-    async def get(self):
-        return await self.queue.get()
-
-    def feed(self, items):
-        for it in items:
-            self.queue.put_nowait(it)
 
 
 def frames(seconds: float, t0: int = 500, fps: int = 10, gop: int = 10):
@@ -259,5 +250,227 @@ async def test_service_start_packages_from_a_real_stream_hub(tmp_path, configs):
         assert out.playlist.ended
         text = store.read("hubroom", "source", "index.m3u8").decode()
         assert m3u8.loads(text).is_endlist
+    finally:
+        await service.stop()
+
+
+def hint_of(text: str) -> tuple[int, int]:
+    m = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="seg(\d+)\.(\d+)\.m4s"', text)
+    return int(m.group(1)), int(m.group(2))
+
+
+async def test_every_preload_hint_becomes_a_part(live):
+    """The last part of a segment is listed together with its parent, so no
+    playlist ever hints a part that a keyframe then makes void (404)."""
+    client, feed, out = live
+    items = frames(8.0)
+    fed = 0
+
+    def feed_until(ms):
+        nonlocal fed
+        while fed < len(items) and items[fed].dts < ms:
+            feed.feed([items[fed]])
+            fed += 1
+
+    async def drive(request):
+        """Feed media 100 ms at a time until the held request returns."""
+        nonlocal t
+        task = asyncio.create_task(request)
+        while not task.done():
+            t += 100
+            feed_until(t)
+            await asyncio.wait([task], timeout=0.03)
+        return await task
+
+    t = 500 + 700  # frames 0..6: parts 0..1 published
+    feed_until(t)
+    await until(out, lambda: out.playlist is not None and out.playlist.has_media())
+    text = await (await client.get(f"{BASE}/source/index.m3u8")).text()
+    seen = []
+    for _ in range(30):
+        # As hls.js does: block on the hinted part, then fetch the next hint.
+        msn, index = hint_of(text)
+        r = await drive(client.get(f"{BASE}/source/index.m3u8?_HLS_msn={msn}&_HLS_part={index}"))
+        assert r.status == 200
+        text = await r.text()
+        hint = "seg{}.{}.m4s".format(*hint_of(text))
+        r = await drive(client.get(f"{BASE}/source/{hint}"))
+        assert r.status == 200, (hint, seen)
+        seen.append(hint)
+    assert len({h.split(".")[0] for h in seen}) >= 4, seen  # several segment boundaries crossed
+    assert any(h.endswith(".0.m4s") for h in seen)
+
+
+async def test_viewer_count_counts_addresses_reloading_media_playlists(live):
+    client, feed, out = live
+    origin = client.app[HLS_ORIGIN]
+    feed.feed(frames(1.5))
+    await until(out, lambda: out.playlist is not None and bool(out.playlist.segments))
+    assert origin.viewer_count(ROOM) == 0
+    (await client.get(f"{BASE}/master.m3u8")).close()
+    assert origin.viewer_count(ROOM) == 0  # the multivariant playlist alone is not watching
+    for _ in range(3):
+        (await client.get(f"{BASE}/source/index.m3u8")).close()
+    assert origin.viewer_count(ROOM) == 1  # one address reloading is one viewer
+    assert origin.viewer_count("nobody") == 0
+    (await client.get("/live/nobody/source/index.m3u8")).close()  # not live: not recorded
+    assert origin.viewers.counts() == {ROOM: 1}
+
+
+async def test_part_far_ahead_is_404_at_once_and_not_held(live):
+    client, feed, out = live
+    feed.feed(frames(1.5))
+    await until(out, lambda: out.playlist is not None and out.playlist.last_part() is not None)
+    msn, _ = out.playlist.last_part()
+    t0 = time.monotonic()
+    for name in (f"seg{msn}.{out.playlist.advance_part_limit() + 40}.m4s", f"seg{msn + 5}.0.m4s", f"seg{msn + 5}.m4s",
+                 "init-999.mp4"):
+        r = await client.get(f"{BASE}/source/{name}")
+        assert r.status == 404, name
+        assert r.headers["Cache-Control"] == f"public, max-age={SETTINGS.playlist_target_duration_s}"
+        assert (await r.json())["error"] == "not_found"
+    assert time.monotonic() - t0 < 1
+
+
+async def test_file_that_left_the_window_is_served_from_disk_until_deleted(tmp_path, configs):
+    settings = dataclasses.replace(SETTINGS, window_segments=3, delete_grace_s=60)
+    service = PackagingService(SegmentStore(tmp_path / "hls"), settings)
+    app = web.Application()
+    add_hls_routes(app, service)
+    client = TestClient(TestServer(app, host="127.0.0.1", port=0))
+    await client.start_server()
+    feed = FeedConsumer()
+    out = service.start_rendition(ROOM, "source", feed)
+    try:
+        feed.feed([StreamStart(1, 1), *configs, *frames(6.0)])
+        await until(out, lambda: out.playlist is not None and out.playlist.media_sequence >= 2)
+        assert not out.playlist.has_file("seg0.m4s")  # slid out: the model does not vouch for it
+        r = await client.get(f"{BASE}/source/seg0.m4s")
+        assert r.status == 200 and "immutable" in r.headers["Cache-Control"]  # bis 6.2.2: still downloadable
+        r = await client.get(f"{BASE}/source/seg0.1.m4s")
+        assert r.status == 200
+    finally:
+        feed.feed([None])
+        await service.stop()
+        await client.close()
+
+
+async def test_vanished_file_is_a_404_no_cache_keeps(live):
+    """A file the model vouches for but that is gone (a restarted packager
+    clearing the directory): aiohttp's 404 must not carry `immutable`."""
+    client, feed, out = live
+    feed.feed(frames(1.5))
+    await until(out, lambda: out.playlist is not None and bool(out.playlist.segments))
+    name = out.playlist.segments[0].uri
+    assert out.playlist.has_file(name)
+    client.app[HLS_ORIGIN].service.store.delete(ROOM, "source", name)
+    r = await client.get(f"{BASE}/source/{name}")
+    assert r.status == 404 and r.headers["Cache-Control"] == "no-cache"
+
+
+async def eventually(pred, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def start_ended_live(tmp_path, configs, keep_s):
+    """A live that publishes 2.5 s and ends for good, with ended_keep_s=keep_s."""
+    settings = dataclasses.replace(SETTINGS, ended_keep_s=keep_s)
+    store = SegmentStore(tmp_path / "hls")
+    service = PackagingService(store, settings)
+    app = web.Application()
+    add_hls_routes(app, service)
+    client = TestClient(TestServer(app, host="127.0.0.1", port=0))
+    await client.start_server()
+    feed = FeedConsumer()
+    out = service.start_rendition(ROOM, "source", feed)
+    feed.feed([StreamStart(1, 1), *configs, *frames(2.5), StreamEnd(1, 1, "unpublish"), None])
+    await until(out, lambda: out.done)
+    await asyncio.sleep(0.1)  # the packager task returns right after `done`
+    return store, service, client, out
+
+
+async def test_ended_live_files_are_removed_after_the_keep_time(tmp_path, configs):
+    store, service, client, out = await start_ended_live(tmp_path, configs, keep_s=2.0)
+    files = FileOutputs(tmp_path / "hls", service.settings)  # an origin in another process
+    await files.start()
+    feed2 = None
+    try:
+        next_msn = out.playlist.next_msn
+        r = await client.get(f"{BASE}/source/index.m3u8")
+        assert r.status == 200 and m3u8.loads(await r.text()).is_endlist  # kept a while (bis 6.2.1)
+        assert len(store.list(ROOM, "source")) > 5
+        await eventually(lambda: "source" in files.outputs(ROOM))
+        await eventually(lambda: not service.outputs(ROOM))
+        # The deletes run in a thread after the output is dropped.
+        await eventually(lambda: store.list(ROOM, "source") == ["state.json"])
+        state = json.loads(store.read(ROOM, "source", "state.json"))
+        assert state["next_msn"] == next_msn and "playlist" not in state
+        for path in ("/source/index.m3u8", "/master.m3u8", "/source/seg0.m4s"):
+            r = await client.get(BASE + path)
+            assert r.status == 404 and (await r.json())["error"] == "not_live", path
+        await eventually(lambda: not files.outputs(ROOM))  # the other process's origin follows state.json
+        # The room's next publish continues the media sequence.
+        feed2 = FeedConsumer()
+        out2 = service.start_rendition(ROOM, "source", feed2)
+        feed2.feed([StreamStart(1, 2), *configs, *frames(1.5)])
+        await until(out2, lambda: out2.playlist is not None and bool(out2.playlist.segments))
+        assert out2.playlist.segments[0].msn == next_msn
+    finally:
+        if feed2 is not None:
+            feed2.feed([None])
+        await service.stop()
+        await client.close()
+        await files.stop()
+
+
+async def test_a_new_publish_within_the_keep_time_cancels_the_removal(tmp_path, configs):
+    store, service, client, out = await start_ended_live(tmp_path, configs, keep_s=1.0)
+    feed2 = FeedConsumer()
+    try:
+        out2 = service.start_rendition(ROOM, "source", feed2)
+        feed2.feed([StreamStart(1, 2), *configs, *frames(1.5)])
+        await until(out2, lambda: out2.playlist is not None and bool(out2.playlist.segments))
+        await asyncio.sleep(1.3)  # past the first live's keep time
+        assert service.outputs(ROOM)["source"] is out2 and not out2.done
+        assert "index.m3u8" in store.list(ROOM, "source")
+        r = await client.get(f"{BASE}/source/index.m3u8")
+        assert r.status == 200 and not m3u8.loads(await r.text()).is_endlist
+        assert (await client.get(f"{BASE}/source/{out2.playlist.segments[0].uri}")).status == 200
+    finally:
+        feed2.feed([None])
+        await service.stop()
+        await client.close()
+
+
+async def test_a_new_hub_while_the_last_live_writes_its_endlist(tmp_path, configs):
+    """The room goes live again while the previous packager is still writing
+    its ENDLIST: the new live is packaged (after it), not ignored."""
+    from ingest.hub import StreamHub
+
+    service = PackagingService(SegmentStore(tmp_path / "hls"), SETTINGS)
+    try:
+        hub = StreamHub(7)
+        service.start("hubroom", hub)
+        for item in [StreamStart(7, 1), *configs, *frames(2.5)]:
+            hub.publish(item)
+        first = service.outputs("hubroom")["source"]
+        await until(first, lambda: first.playlist is not None and len(first.playlist.segments) >= 1)
+        hub.publish(StreamEnd(7, 1, "unpublish"))
+        hub.close()
+        hub2 = StreamHub(7)
+        service.start("hubroom", hub2)  # at once: the first packager has not finished
+        for item in [StreamStart(7, 2), *configs, *frames(2.5)]:
+            hub2.publish(item)
+        await until(first, lambda: first.done)
+        second = service.outputs("hubroom")["source"]
+        assert second is not first
+        await until(second, lambda: second.playlist is not None and len(second.playlist.segments) >= 1)
+        assert second.playlist.segments[0].msn == first.playlist.next_msn  # MSNs continue
+        service.start("hubroom", hub2)  # the same live again: nothing new
+        assert service.outputs("hubroom")["source"] is second
+        hub2.close()
     finally:
         await service.stop()

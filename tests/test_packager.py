@@ -13,7 +13,7 @@ import m3u8
 import pytest
 
 import hls_media
-from ingest.frames import AUDIO, VIDEO, CodecConfig, Frame, StreamEnd, StreamStart
+from ingest.frames import AUDIO, VIDEO, Frame, StreamEnd, StreamStart
 from storage.segments import SegmentStore
 from transcoder.hls_settings import HlsSettings
 from transcoder.mp4box import iter_boxes
@@ -252,3 +252,34 @@ async def test_waits_for_video_keyframe_and_drops_frames_without_config(store, a
     init = read(store, pl.segments[0].init_section.uri)
     with av.open(io.BytesIO(init + b"".join(read(store, s.uri) for s in pl.segments))) as c:
         assert len(list(c.decode(video=0))) == len(v) - first_key
+
+
+class RecordingStore(SegmentStore):
+    """A real store that also keeps every playlist text written: all that a
+    reader (nginx, a player woken by the notify that follows) ever sees."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.playlists: list[str] = []
+
+    def write(self, room_id, rendition, name, data):
+        super().write(room_id, rendition, name, data)
+        if name == "index.m3u8":
+            self.playlists.append(data.decode())
+
+
+async def test_no_playlist_hints_a_part_that_is_never_made(tmp_path, av3):
+    """A keyframe closes a segment right after its last part: that part and
+    its parent are published together, so the hint never points past the
+    parent's last part (a void hint, answered 404: bis 6.2.6)."""
+    vc, v, ac, a = av3
+    store = RecordingStore(tmp_path / "hls")
+    await package(store, session(1, vc, v, ac, a) + session(2, vc, v, ac, a))
+    hint_re = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([^"]+)"')
+    made = {line.split('URI="')[1].split('"')[0] for text in store.playlists
+            for line in text.splitlines() if line.startswith("#EXT-X-PART:")}
+    hints = [m.group(1) for text in store.playlists if (m := hint_re.search(text))]
+    assert len(hints) > 20 and any(h.endswith(".0.m4s") for h in hints)
+    # Only the hint of the part that the end of the live (ENDLIST) cancelled.
+    assert [h for h in hints if h not in made] == [hints[-1]], "void preload hints"
+    assert "#EXT-X-PRELOAD-HINT" not in store.playlists[-1]  # ENDLIST

@@ -7,8 +7,8 @@ import math
 import m3u8
 import pytest
 
-from transcoder.playlist import (Block, MediaPlaylist, RenditionReport, Variant, fmt_duration, fmt_pdt,
-                                 init_uri, render_multivariant)
+from transcoder.multivariant import Variant, render_multivariant
+from transcoder.playlist import Block, MediaPlaylist, RenditionReport, fmt_duration, fmt_pdt, init_uri
 
 TS = 90000
 PT = 22500  # 250 ms
@@ -191,3 +191,30 @@ def test_multivariant():
     assert top.codecs == "avc1.64001f,mp4a.40.2" and top.resolution == (1280, 720)
     assert top.frame_rate == pytest.approx(29.97)
     assert "#EXT-X-INDEPENDENT-SEGMENTS" in text
+
+
+def test_has_file_knows_what_the_window_holds():
+    pl = build(segments=10, window=6, last_parts=3)  # complete 3..9 (>= 3 x TD), open 10 with 0..2
+    assert pl.has_file("seg9.m4s") and pl.has_file("seg9.7.m4s") and pl.has_file("seg10.2.m4s")
+    assert pl.has_file("init-0.mp4")
+    # Slid out (still on disk for a grace period: the origin asks the disk), or not made yet.
+    assert pl.media_sequence == 3 and pl.has_file("seg3.m4s")
+    assert not pl.has_file("seg2.m4s") and not pl.has_file("seg2.0.m4s")
+    assert not pl.has_file("seg10.m4s") and not pl.has_file("seg10.3.m4s") and not pl.has_file("init-10.mp4")
+    assert not pl.has_file("index.m3u8") and not pl.has_file("state.json")
+
+
+def test_map_hint_after_a_new_init_segment():
+    pl = build(segments=3, last_parts=0)  # 3 complete segments, nothing open
+    assert parse(pl.render()).preload_hint.uri == "seg3.0.m4s"
+    assert "TYPE=MAP" not in pl.render()
+    pl.mark_discontinuity()
+    pl.set_map(init_uri(3))  # a reconnect with a new codec config: init written, no part yet
+    text = pl.render()
+    hints = [line for line in text.splitlines() if line.startswith("#EXT-X-PRELOAD-HINT")]
+    assert hints == ['#EXT-X-PRELOAD-HINT:TYPE=MAP,URI="init-3.mp4"',
+                     '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="seg3.0.m4s"']  # at most one per TYPE
+    assert pl.has_file("init-3.mp4")
+    pl.add_part(PT, True, pdt_ms=0)
+    assert "TYPE=MAP" not in pl.render()  # the open segment's EXT-X-MAP names it now
+    assert '#EXT-X-MAP:URI="init-3.mp4"' in pl.render()

@@ -22,6 +22,13 @@ class HlsSettings:
     # Files that left the window stay downloadable this long (bis 6.2.2:
     # availability duration; parts >= 3 x TD after their removal).
     delete_grace_s: int = 30
+    # After a live ends for good (ENDLIST), its playlist and media stay this
+    # long, then are deleted so rooms that never publish again do not fill
+    # the disk (state.json stays: a later publish continues the MSNs).
+    # bis 6.2.1: keep segments >= the playlist's duration after the stream
+    # is removed (6 x 4 s here), and players finishing the last window, or
+    # the file-grace deletes above, need about as long again.
+    ended_keep_s: float = 60.0
     # Hard cap on a segment when keyframes stop or the GOP is too long (OBS
     # "auto" is 8.3 s). EXT-X-TARGETDURATION is derived from it, so the
     # playlist's TARGETDURATION is constant and never exceeded.
@@ -37,6 +44,8 @@ class HlsSettings:
             raise ValueError("need 0 < part_target_ms <= target_duration_ms <= max_segment_ms")
         if self.window_segments < 3:
             raise ValueError("window_segments must be >= 3")
+        if self.ended_keep_s < 0:
+            raise ValueError("ended_keep_s must be >= 0")
 
     @property
     def playlist_target_duration_s(self) -> int:

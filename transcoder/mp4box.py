@@ -27,28 +27,13 @@ def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
     return box(kind, struct.pack(">I", (version << 24) | (flags & 0xFFFFFF)), *payload)
 
 
-def u8(v: int) -> bytes:
-    return struct.pack(">B", v)
-
-
-def u16(v: int) -> bytes:
-    return struct.pack(">H", v)
-
-
-def i16(v: int) -> bytes:
-    return struct.pack(">h", v)
-
-
-def u32(v: int) -> bytes:
-    return struct.pack(">I", v)
-
-
-def i32(v: int) -> bytes:
-    return struct.pack(">i", v)
-
-
-def u64(v: int) -> bytes:
-    return struct.pack(">Q", v)
+# Big-endian fixed-size fields (14496-12 §4.2 writes every integer big-endian).
+u8 = struct.Struct(">B").pack
+u16 = struct.Struct(">H").pack
+i16 = struct.Struct(">h").pack
+u32 = struct.Struct(">I").pack
+i32 = struct.Struct(">i").pack
+u64 = struct.Struct(">Q").pack
 
 
 def iter_boxes(data: bytes, start: int = 0, end: int | None = None):

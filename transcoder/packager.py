@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from ingest.frames import AUDIO, VIDEO, CodecConfig, Frame, StreamEnd, StreamStart
@@ -34,6 +34,7 @@ from transcoder.codecs import codec_string
 from transcoder.fmp4 import VIDEO_TIMESCALE, Sample, Track, audio_track, init_segment, media_fragment
 from transcoder.hls_settings import HlsSettings
 from transcoder.playlist import MediaPlaylist, init_uri, part_uri, segment_uri
+from transcoder.rendition import RenditionOutput, RoomTimeline
 from transcoder.segmenter import PartReady, Segmenter, SegmentReady
 
 log = logging.getLogger(__name__)
@@ -60,64 +61,6 @@ def from_90k(ticks90: int, timescale: int) -> int:
     """90 kHz -> track ticks, rounded up (a new session never starts before
     the previous one ended)."""
     return -(-ticks90 * timescale // VIDEO_TIMESCALE)
-
-
-@dataclass
-class RenditionOutput:
-    """What the origin reads for one rendition; `changed` is notified after
-    every playlist change (new part, segment, end)."""
-
-    room_id: str
-    rendition: str
-    playlist: MediaPlaylist | None = None
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    version: int = 0
-    codecs: str = ""
-    width: int = 0
-    height: int = 0
-    frame_rate_milli: int = 0
-    peak_bandwidth: int = 0
-    average_bandwidth: int = 0
-    done: bool = False  # the packager task is over (ENDLIST or failure)
-    modified_at: float = field(default_factory=time.time)  # Last-Modified of the playlist
-
-    async def notify(self) -> None:
-        async with self.changed:
-            self.version += 1
-            self.modified_at = time.time()
-            self.changed.notify_all()
-
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait (without polling) until predicate() or the packager is done;
-        False on timeout."""
-        async with self.changed:
-            try:
-                await asyncio.wait_for(self.changed.wait_for(lambda: predicate() or self.done), timeout)
-            except TimeoutError:
-                return False
-        return predicate()
-
-
-class RoomTimeline:
-    """Where each publish session of a room starts on the media timeline, as
-    set by the leader rendition (the source) and read by the others."""
-
-    # Sessions remembered: the current one and a few before it are enough for
-    # renditions that lag the source by a few seconds.
-    MAX_SESSIONS = 4
-
-    def __init__(self, leader: str) -> None:
-        self.leader = leader
-        self._anchors: dict[int | None, tuple[int, int, int]] = {}
-
-    def anchor(self, session_id: int | None) -> tuple[int, int, int] | None:
-        """(first source dts in ms, 90 kHz start position, wall-clock ms)."""
-        return self._anchors.get(session_id)
-
-    def set_anchor(self, session_id: int | None, anchor: tuple[int, int, int]) -> None:
-        self._anchors[session_id] = anchor
-        while len(self._anchors) > self.MAX_SESSIONS:
-            del self._anchors[next(iter(self._anchors))]
 
 
 @dataclass(slots=True)
@@ -171,6 +114,8 @@ class Packager:
         self._fragment_seq = 0
         self._seg_parts: list[bytes] = []
         self._seg_start90: int | None = None
+        # The last part of a segment, written but listed with its parent.
+        self._last_part: tuple[int, int, int, bool, int] | None = None
         self._deletes: collections.deque[tuple[float, list[str]]] = collections.deque()
         # Stats for the multivariant playlist.
         self._bytes_total = 0
@@ -365,8 +310,7 @@ class Packager:
         if kind == VIDEO:
             self._video_frames += 1
             self._video_dur90 += duration
-        for ev in self._segmenter.push(track.track_id, sample, main=kind == self._main_kind):
-            await self._on_event(ev)
+        await self._on_events(self._segmenter.push(track.track_id, sample, main=kind == self._main_kind))
 
     async def _flush(self) -> None:
         """Publisher gone or track change: emit held samples, close the segment."""
@@ -376,18 +320,22 @@ class Packager:
             default = AAC_FRAME_SAMPLES if kind == AUDIO else 3000  # 1/30 s when nothing is known
             await self._push(kind, h, self._last_duration.get(kind, default))
         self._held.clear()
-        for ev in self._segmenter.flush():
-            await self._on_event(ev)
+        await self._on_events(self._segmenter.flush())
         self._segmenter = None
         self._tracks_ready = False
 
-    async def _on_event(self, ev: PartReady | SegmentReady) -> None:
-        if isinstance(ev, PartReady):
-            await self._on_part(ev)
-        else:
-            await self._on_segment(ev)
+    async def _on_events(self, events: list[PartReady | SegmentReady]) -> None:
+        for i, ev in enumerate(events):
+            if isinstance(ev, PartReady):
+                # The last part of a segment is published together with the
+                # segment: published alone, the playlist would hint a part
+                # after it that is never made (a void hint, 404: bis 6.2.6).
+                last = i + 1 < len(events) and isinstance(events[i + 1], SegmentReady)
+                await self._on_part(ev, last_of_segment=last)
+            else:
+                await self._on_segment(ev)
 
-    async def _on_part(self, ev: PartReady) -> None:
+    async def _on_part(self, ev: PartReady, *, last_of_segment: bool = False) -> None:
         pl = self.playlist
         msn = pl.open.msn if pl.open is not None else pl.next_msn
         runs = []
@@ -407,20 +355,32 @@ class Packager:
         wall, pos = self._pdt_anchor
         pdt = wall + (self._seg_start90 - pos) // 90
         self._last_pdt_ms = max(self._last_pdt_ms, wall + (end90 - pos) // 90)
-        part = pl.add_part(end90 - start90, ev.independent, pdt_ms=pdt)
-        assert part.uri == part_uri(msn, ev.index)
         self._seg_parts.append(data)
         if not self._dur_total90 and end90 > self._seg_start90:
             self._estimate_first_segment(end90 - self._seg_start90)
+        new_part = (msn, ev.index, end90 - start90, ev.independent, pdt)
+        if last_of_segment:
+            self._last_part = new_part  # _on_segment lists it with its parent
+            return
+        self._add_part(new_part)
         await self._write_playlist()  # with the state: this MSN is now taken, even if we crash
+
+    def _add_part(self, new_part: tuple[int, int, int, bool, int]) -> None:
+        msn, index, duration, independent, pdt = new_part
+        part = self.playlist.add_part(duration, independent, pdt_ms=pdt)
+        assert part.uri == part_uri(msn, index)
 
     async def _on_segment(self, ev: SegmentReady) -> None:
         pl = self.playlist
-        msn = pl.open.msn
+        msn = pl.open.msn if pl.open is not None else pl.next_msn
         data = b"".join(self._seg_parts)
         self._seg_parts = []
         # The parent segment is the concatenation of its parts (fmp4.md §3).
         await self.store.awrite(self.room_id, self.rendition, segment_uri(msn), data)
+        if self._last_part is not None:
+            # No await between these two: no reader sees the part without its parent.
+            self._add_part(self._last_part)
+            self._last_part = None
         seg, removed = pl.complete_segment()
         self._account(len(data), seg.duration)
         now = self._monotonic()
@@ -457,14 +417,36 @@ class Packager:
             out.frame_rate_milli = self._video_frames * VIDEO_TIMESCALE * 1000 // self._video_dur90
 
     # ----------------------------------------------------------- persistence
-    async def _write_state(self) -> None:
-        pl = self.playlist
+    def _restart_counters(self) -> dict:
         # The MSN after any segment that has published parts, and the DSN of
         # the newest segment: a restart continues strictly after both.
+        pl = self.playlist
+        return {"next_msn": pl.next_msn + (1 if pl.open is not None else 0),
+                "discontinuity_sequence": pl.discontinuity_sequence + sum(
+                    1 for s in pl.segments + ([pl.open] if pl.open else []) if s.discontinuity)}
+
+    async def remove_media(self) -> None:
+        """Delete the playlist and every media file of this rendition, once
+        its live has ended for good (PackagingService calls this
+        HlsSettings.ended_keep_s after ENDLIST): a room that never publishes
+        again must not keep its last window on disk. state.json stays with
+        the restart counters only, so a later publish continues the MSN and
+        discontinuity sequences; it is rewritten first, so an origin in
+        another process (origin/files.py) drops the rendition before its
+        files disappear."""
+        if self.playlist is None or not self.playlist.ended:
+            raise RuntimeError("remove_media() is for a live that has ended")
+        state = json.dumps(self._restart_counters()).encode()
+        await self.store.awrite(self.room_id, self.rendition, STATE_FILE, state)
+        names = [n for n in await asyncio.to_thread(self.store.list, self.room_id, self.rendition) if n != STATE_FILE]
+        await self.store.adelete_many(self.room_id, self.rendition, names)
+        self._deletes.clear()  # those files are gone already
+        log.info("%s/%s: removed %d files of the ended live", self.room_id, self.rendition, len(names))
+
+    async def _write_state(self) -> None:
+        pl = self.playlist
         out = self.output
-        state = {"next_msn": pl.next_msn + (1 if pl.open is not None else 0),
-                 "discontinuity_sequence": pl.discontinuity_sequence + sum(
-                     1 for s in pl.segments + ([pl.open] if pl.open else []) if s.discontinuity),
+        state = {**self._restart_counters(),
                  # For origins in other processes (origin/files.py).
                  "playlist": pl.to_state(),
                  "output": {"codecs": out.codecs, "width": out.width, "height": out.height,

@@ -4,7 +4,7 @@ Media playlist: draft-pantos-hls-rfc8216bis §4.4.3 (TARGETDURATION,
 MEDIA-SEQUENCE, DISCONTINUITY-SEQUENCE, SERVER-CONTROL, PART-INF), §4.4.4
 (EXTINF, DISCONTINUITY, MAP, PROGRAM-DATE-TIME, PART), §4.4.5 (SKIP,
 PRELOAD-HINT, RENDITION-REPORT), §6.2.2 (sliding window), §6.2.5 (blocking
-reload and delta updates). Multivariant playlist: §4.4.6.2 (STREAM-INF).
+reload and delta updates). The multivariant playlist is multivariant.py.
 See shared/reference/ll-hls.md.
 
 Durations are integer ticks of the playlist's timescale (the main track's:
@@ -238,6 +238,31 @@ class MediaPlaylist:
             return part_uri(self.open.msn, len(self.open.parts))
         return part_uri(self.next_msn, 0)
 
+    def map_hint(self) -> str | None:
+        """The init segment the next part needs, if no listed segment uses it
+        yet (a reconnect or codec change): EXT-X-PRELOAD-HINT:TYPE=MAP (bis
+        4.4.5.3). The packager writes it before set_map(), so it exists."""
+        if self.ended or self.open is not None or self.map_uri is None:
+            return None
+        if self.segments and self.segments[-1].map_uri == self.map_uri:
+            return None
+        return self.map_uri
+
+    def has_file(self, name: str) -> bool:
+        """Is `name` an init segment, segment or part of the current model?
+        The packager publishes a file only after its bytes are on disk and
+        deletes it only after it left the window (plus a grace period), so
+        the origin can serve these without asking the filesystem."""
+        if m := PART_RE.match(name):
+            return self.part_published(int(m.group(1)), int(m.group(2))) is True
+        if m := SEGMENT_RE.match(name):
+            msn = int(m.group(1))
+            return any(s.msn == msn for s in self.segments)
+        if INIT_RE.match(name):
+            return name == self.map_uri or any(
+                s.map_uri == name for s in self.segments + ([self.open] if self.open else []))
+        return False
+
     def part_published(self, msn: int, index: int) -> bool | None:
         """True: listed; False: will never exist; None: may still come."""
         for seg in ([self.open] if self.open else []) + self.segments[::-1]:
@@ -329,6 +354,10 @@ class MediaPlaylist:
             if seg.complete:
                 lines.append(f"#EXTINF:{self._fmt(seg.duration)},")
                 lines.append(seg.uri)
+        map_hint = self.map_hint()
+        if map_hint is not None:
+            # Before the PART hint: readers that keep one hint keep the part's.
+            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=MAP,URI="{map_hint}"')
         hint = self.preload_hint()
         if hint is not None:
             lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{hint}"')
@@ -356,31 +385,3 @@ def _str(value) -> str:
     if not isinstance(value, str) or not INIT_RE.match(value):
         raise ValueError(f"bad init segment name {value!r}")
     return value
-
-
-# ------------------------------------------------------------- multivariant
-
-@dataclass(frozen=True, slots=True)
-class Variant:
-    uri: str  # e.g. "source/index.m3u8"
-    bandwidth: int  # peak, bit/s
-    average_bandwidth: int
-    codecs: str  # "avc1.64001f,mp4a.40.2"
-    width: int = 0
-    height: int = 0
-    frame_rate_milli: int = 0  # frames per 1000 s, e.g. 29970
-
-
-def render_multivariant(variants: list[Variant]) -> str:
-    lines = ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    for v in sorted(variants, key=lambda v: -v.bandwidth):
-        attrs = [f"BANDWIDTH={max(1, v.bandwidth)}", f"AVERAGE-BANDWIDTH={max(1, v.average_bandwidth)}"]
-        if v.codecs:
-            attrs.append(f'CODECS="{v.codecs}"')
-        if v.width and v.height:
-            attrs.append(f"RESOLUTION={v.width}x{v.height}")
-        if v.frame_rate_milli:
-            attrs.append(f"FRAME-RATE={v.frame_rate_milli // 1000}.{v.frame_rate_milli % 1000:03d}")
-        lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
-        lines.append(v.uri)
-    return "\n".join(lines) + "\n"
