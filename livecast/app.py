@@ -7,6 +7,7 @@ import asyncio
 import logging
 import socket
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -122,13 +123,23 @@ class Livecast:
         for stream in self.registry.streams():
             room_id = self.authority.room_of(stream["live_id"])
             transcoder = self._transcoders.get(room_id)
+            started = datetime.now(timezone.utc) - timedelta(seconds=stream.get("uptime_s") or 0)
+            codecs = [c for c in (stream.get("video_codec"), stream.get("audio_codec")) if c]
             listing.append({
                 **stream,
                 "room_id": room_id,
-                "renditions": sorted(self.packaging.outputs(room_id)),
+                "started_at": started.isoformat(timespec="seconds"),
+                "codecs": ",".join(codecs) or None,
+                "renditions": self._rendition_names(room_id),
                 "transcoder": transcoder.status() if transcoder else None,
             })
         return listing
+
+    def _rendition_names(self, room_id: str | None) -> list[str]:
+        """source first, then the ladder from the highest down."""
+        names = set(self.packaging.outputs(room_id)) if room_id else set()
+        order = ["source"] + [r.name for r in self.ladder]
+        return [n for n in order if n in names] + sorted(names - set(order))
 
     def health(self) -> dict:
         return {

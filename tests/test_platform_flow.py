@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 import aiohttp
 import pytest
@@ -73,8 +74,16 @@ async def test_signup_to_publish_to_block_and_back(tmp_path):
             assert code != 0
             publisher = await start_ffmpeg(f"{server.rtmp_url}/{key}", seconds=60)
             assert await room_is_live(http, base, room_id, True)
-            status, body = await call(http, "GET", f"{base}/api/v1/streams")
-            assert [s["room_id"] for s in body["streams"]] == [room_id]
+            for _ in range(50):  # codecs are known once both sequence headers arrived
+                status, body = await call(http, "GET", f"{base}/api/v1/streams")
+                if body["streams"] and body["streams"][0]["codecs"] == "h264,aac":
+                    break
+                await asyncio.sleep(0.1)
+            [stream] = body["streams"]
+            assert stream["room_id"] == room_id and stream["renditions"] == ["source"]
+            assert stream["codecs"] == "h264,aac"
+            started = datetime.fromisoformat(stream["started_at"])
+            assert abs((datetime.now(timezone.utc) - started).total_seconds()) < 30
 
             # An admin blocks the live: the publisher is dropped within 1 s.
             await create_admin(server.db, "root@example.com", "admin password", "root")
