@@ -94,28 +94,47 @@ class Livecast:
         if room_id is None:
             log.error("no room known for live %d; not packaging it", hub.live_id)
             return
-        self.packaging.start(room_id, hub)
+        source = self.packaging.start(room_id, hub)
         t = self.config.transcode
         thumbnailer = Thumbnailer(room_id, hub, self.store, self.thumbnail_pool,
                                   interval_s=t.thumbnail_interval_s, width=t.thumbnail_width)
         thumbnailer.start()
         self._thumbnailers[room_id] = thumbnailer
-        if t.enabled and self.ladder:
-            self._spawn(self._start_transcoder(room_id, hub))
+        # Every live gets a transcoder when its audio is not AAC (Opus): the
+        # ladder's, or an audio-only one (issue 5: AAC in every rendition).
+        self._spawn(self._start_transcoder(room_id, hub, source))
 
-    async def _start_transcoder(self, room_id: str, hub) -> None:
-        async with self.db.session() as session:
-            option = await session.get(LiveOption, hub.live_id)
-        if option is not None and option.passthrough_only:
-            log.info("%s: passthrough only, no ABR ladder", room_id)
+    async def _start_transcoder(self, room_id: str, hub, source) -> None:
+        ladder = self.ladder if self.config.transcode.enabled else []
+        if ladder:
+            async with self.db.session() as session:
+                option = await session.get(LiveOption, hub.live_id)
+            if option is not None and option.passthrough_only:
+                log.info("%s: passthrough only, no ABR ladder", room_id)
+                ladder = []
+        if hub.closed:
             return
+        if ladder:
+            # It transcodes a non-AAC audio itself (audio-only when no rendition fits).
+            self._new_transcoder(room_id, hub, ladder, source)
+        elif source is not None:
+            # No ladder: a transcoder only if the source's audio turns out not to be AAC.
+            source.on_foreign_audio(lambda: self._new_transcoder(room_id, hub, [], source))
+
+    def _new_transcoder(self, room_id: str, hub, ladder: list, source) -> None:
         if hub.closed:
             return
         transcoder = Transcoder(
-            room_id, hub, self.ladder, self.transcode_settings,
+            room_id, hub, ladder, self.transcode_settings,
             lambda name, queue: self.packaging.start_rendition(room_id, name, queue),
+            audio_out=source.audio if source is not None else None,
         )
         transcoder.start()
+        previous = self._transcoders.get(room_id)
+        if previous is not None:
+            # The last broadcast's transcoder: its hub is closed, so it is
+            # ending anyway; stopping it here means none is left untracked.
+            self._spawn(previous.stop())
         self._transcoders[room_id] = transcoder
 
     def streams(self) -> list[dict]:

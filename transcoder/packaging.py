@@ -1,7 +1,8 @@
 """PackagingService: runs one Packager per (room, rendition) and is the
 registry the origin reads (`outputs(room_id)`), each output carrying the
 asyncio.Condition the origin's blocking reloads wait on (ll-hls.md §4,
-"one Condition per rendition").
+"one Condition per rendition"). The source rendition reads the hub through
+a `SourceInput`, which swaps a non-AAC source's audio for the transcoder's AAC.
 
 When a rendition's live has ended for good (its packager wrote ENDLIST), the
 service keeps serving it for `HlsSettings.ended_keep_s`, then forgets it
@@ -19,6 +20,7 @@ from storage.segments import SegmentStore
 from transcoder.hls_settings import HlsSettings
 from transcoder.packager import Consumer, Packager
 from transcoder.rendition import RenditionOutput, RoomTimeline
+from transcoder.source_audio import SourceInput
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +44,22 @@ class PackagingService:
         self._removing: set[tuple[str, str]] = set()
         self._stopping = False
 
-    def start(self, room_id: str, hub: Any) -> None:
-        """Subscribe to the live's StreamHub and package its source rendition."""
+    def start(self, room_id: str, hub: Any) -> SourceInput | None:
+        """Subscribe to the live's StreamHub and package its source rendition.
+
+        Returns its input: a non-AAC source's audio is replaced there by the
+        AAC a transcoder puts into `.audio` (transcoder/source_audio.py).
+        None when the room's source packager is already running."""
         key = (room_id, SOURCE)
         if self._busy(key):
             log.info("%s: packager already running", room_id)
-            return
+            return None
         consumer = hub.subscribe(f"packager:{room_id}:{SOURCE}",
                                  max_items=self.settings.consumer_max_items,
                                  max_bytes=self.settings.consumer_max_bytes)
-        self.start_rendition(room_id, SOURCE, consumer)
+        source = SourceInput(consumer)
+        self.start_rendition(room_id, SOURCE, source)
+        return source
 
     def start_rendition(self, room_id: str, rendition: str, consumer: Consumer) -> RenditionOutput:
         """Package any consumer of hub items (the transcoders' renditions too)."""

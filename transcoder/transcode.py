@@ -6,7 +6,12 @@ video (and Opus audio, if any) to a worker process (`transcoder.worker`, or
 `workerproto` pipes, and hands each encoded rendition to its own packager
 through a small bounded `RenditionQueue`. AAC audio never goes to the
 worker: it is passed through untouched, released into every rendition in
-step with the worker's progress so each rendition stays interleaved.
+step with the worker's progress so each rendition stays interleaved. The
+AAC made of a non-AAC source also goes to `audio_out` (the source
+rendition's `source_audio.SourceInput`), and when no ladder rendition is
+encoded (none below the source height, an HEVC source, or an empty ladder)
+the worker runs in audio-only mode for it: no video is sent, only the Opus.
+An AAC live without a ladder rendition never starts a worker.
 
 It restarts a crashed or stalled worker (at most `max_restarts_per_minute`),
 drops the lowest renditions first when the worker falls behind real time
@@ -54,10 +59,20 @@ class Transcoder:
     `make_packager(rendition_name, queue)` is called once per rendition when
     the source size is known; it starts packaging `queue` (anything with
     `async get()`), e.g. `PackagingService.start_rendition(room_id, name, queue)`.
+
+    `audio_out` (optional, `put(item)` / `end()`, e.g. `SourceInput.audio`)
+    receives StreamStart/StreamEnd and the AAC config and frames transcoded
+    from a non-AAC source, in order, then `end()` when the transcoder stops.
     """
 
     def __init__(self, room_id: str, hub: Any, ladder: list[Rendition], settings: TranscodeSettings,
                  make_packager: Callable[[str, RenditionQueue], Any], *,
+                 audio_out: Any = None,
+                 # Without a ladder rendition, whether the audio needs the
+                 # worker is decided once both codec configs are known (RTMP
+                 # publishers send both sequence headers first), or after
+                 # this many frames of a stream that has only one of them.
+                 decide_after_frames: int = 90,
                  python: str = sys.executable) -> None:
         if settings.backend not in _WORKER_MODULES:
             raise ValueError(f"unknown transcode backend {settings.backend!r}")
@@ -67,6 +82,13 @@ class Transcoder:
         self.settings = settings
         self.make_packager = make_packager
         self.python = python
+        self.audio_out = audio_out
+        self.decide_after_frames = decide_after_frames
+        self.audio_only = False  # the worker transcodes the audio alone (no rendition)
+        self._ladder_chosen = False
+        self._no_ladder = "not_needed"  # the state when neither video nor audio needs the worker
+        self._video_seen = False
+        self._frames_seen = 0
         self.state = "waiting"  # waiting | running | not_needed | unsupported | failed | ended | stopped
         self.renditions: list[Rendition] = []
         self.queues: list[RenditionQueue] = []
@@ -141,6 +163,7 @@ class Transcoder:
             "restarts": self.restarts,
             "degradations": self.degradations,
             "lag_ms": self.lag_ms,
+            "audio_only": self.audio_only,
             "input_dropped": getattr(self._consumer, "dropped", 0),
             "renditions": [
                 {"name": r.name, "width": size[0], "height": size[1] or r.height, "video_kbps": r.video_kbps,
@@ -167,6 +190,11 @@ class Transcoder:
 
     async def _feed(self, item) -> None:
         if isinstance(item, Frame):
+            if self.state == "waiting" and not self.renditions:
+                self._frames_seen += 1
+                await self._decide()
+                if self.state != "running":
+                    return
             if item.kind == VIDEO:
                 if self._video_cfg is None or not self.renditions:
                     return
@@ -191,6 +219,8 @@ class Transcoder:
                     self._hold(item)
                 elif self._proc is not None:
                     await self._send_audio_config()
+                elif self.state == "waiting" and not self.renditions and self._video_seen:
+                    await self._decide()
         elif isinstance(item, StreamStart):
             self._start_item = item
             self._need_keyframe = True
@@ -201,23 +231,48 @@ class Transcoder:
             self._hold(item)
 
     async def _on_video_config(self, cfg: CodecConfig) -> None:
+        self._video_seen = True
         if cfg.codec != "h264":
-            log.warning("%s: cannot transcode %s video; source rendition only", self.room_id, cfg.codec)
-            self.state = "unsupported"
+            if self.renditions:
+                log.warning("%s: cannot transcode %s video; source rendition only", self.room_id, cfg.codec)
+                self.state = "unsupported"
+            elif not self._ladder_chosen:
+                self._ladder_chosen = True
+                if self.ladder:
+                    log.warning("%s: cannot transcode %s video; no ladder", self.room_id, cfg.codec)
+                self._no_ladder = "unsupported"
             return
         self._video_cfg = cfg
-        if not self.renditions:
+        if not self._ladder_chosen:
+            self._ladder_chosen = True
             chosen = renditions_for(self.ladder, cfg.height)
-            if not chosen:
+            if chosen:
+                self._open_renditions(chosen, cfg)
+            elif self.ladder:
                 log.info("%s: source is %dp, no ladder rendition below it", self.room_id, cfg.height)
-                self.state = "not_needed"
-                return
-            self._open_renditions(chosen, cfg)
+        if not self.renditions:
+            if self.state == "waiting" and self._audio_cfg is not None:
+                await self._decide()
+            return  # audio-only, or nothing to do (decided at the first frame)
         if self._proc is None:
             await self._start_worker()
         else:
             await self._send(json_message(T_CONFIG, config_payload("h264", cfg.record, cfg.width, cfg.height),
                                           track=TRACK_VIDEO))
+
+    async def _decide(self) -> None:
+        """No ladder rendition: run the worker for the audio alone when it is
+        not AAC, else stop (state not_needed, or unsupported for HEVC)."""
+        both_known = self._video_seen and self._audio_cfg is not None
+        if not both_known and self._frames_seen < self.decide_after_frames:
+            return
+        self._ladder_chosen = True  # an audio-only worker keeps its mode for the live
+        if self._audio_cfg is not None and self._audio_cfg.codec != "aac":
+            self.audio_only = True
+            self.state = "running"
+            await self._start_worker()
+        else:
+            self.state = self._no_ladder
 
     def _open_renditions(self, chosen: list[Rendition], cfg: CodecConfig) -> None:
         self.renditions = chosen
@@ -242,7 +297,7 @@ class Transcoder:
     def _hold(self, item) -> None:
         """Pass-through items wait until the worker has processed every
         message sent before them, so renditions receive them in order."""
-        if not self.queues:
+        if not self.queues and self.audio_out is None:
             return
         self._pending.append((self._seq, item))
         self._release()
@@ -264,6 +319,8 @@ class Transcoder:
             if not ready:
                 early.clear()  # a session boundary: that audio belongs to no video
             q.put(item)
+        if self.audio_out is not None and isinstance(item, (StreamStart, StreamEnd)):
+            self.audio_out.put(item)
 
     async def _send(self, msg: Message, *, retry: bool = True) -> None:
         while True:
@@ -350,13 +407,14 @@ class Transcoder:
             if not on:
                 proc.stdin.write(encode(Message(T_DISABLE, track=i)))
         cfg = self._video_cfg
-        proc.stdin.write(encode(json_message(T_CONFIG, config_payload("h264", cfg.record, cfg.width, cfg.height),
-                                             track=TRACK_VIDEO)))
+        if self.renditions and cfg is not None:
+            proc.stdin.write(encode(json_message(T_CONFIG, config_payload("h264", cfg.record, cfg.width, cfg.height),
+                                                 track=TRACK_VIDEO)))
         if self._audio_cfg is not None and self._audio_cfg.codec != "aac":
             await self._send_audio_config()
         self._need_keyframe = True
         log.info("%s: transcode worker %d started (%s): %s", self.room_id, proc.pid, self.settings.backend,
-                 ", ".join(r.name for r in self.renditions))
+                 ", ".join(r.name for r in self.renditions) or f"{self._audio_cfg.codec} audio to AAC only")
 
     async def _send_audio_config(self) -> None:
         a = self._audio_cfg
@@ -430,14 +488,20 @@ class Transcoder:
             self._progress.set()
         elif msg.type == T_OUT_FRAME:
             if msg.track == TRACK_AUDIO:
-                self._deliver_all(Frame(AUDIO, "aac", msg.dts, msg.pts, True, msg.payload))
+                frame = Frame(AUDIO, "aac", msg.dts, msg.pts, True, msg.payload)
+                self._deliver_all(frame)
+                if self.audio_out is not None:
+                    self.audio_out.put(frame)
             elif msg.track < len(self.queues) and self.active[msg.track]:
                 dts = self._aligner.output(msg.track, msg.dts, msg.pts, msg.keyframe)
                 self.queues[msg.track].put(Frame(VIDEO, "h264", dts, msg.pts, msg.keyframe, msg.payload))
         elif msg.type == T_OUT_CONFIG:
             codec, record, w, h, rate, channels = parse_config_payload(msg.json())
             if msg.track == TRACK_AUDIO:
-                self._deliver_all(CodecConfig(AUDIO, codec, record, sample_rate=rate, channels=channels))
+                config = CodecConfig(AUDIO, codec, record, sample_rate=rate, channels=channels)
+                self._deliver_all(config)
+                if self.audio_out is not None:
+                    self.audio_out.put(config)
             elif msg.track < len(self.queues):
                 self.sizes[msg.track] = (w, h)
                 queue = self.queues[msg.track]
@@ -500,6 +564,8 @@ class Transcoder:
     def _end_queues(self) -> None:
         for q in self.queues:
             q.end()
+        if self.audio_out is not None:
+            self.audio_out.end()
 
 
 def metric_families(streams: list[dict]) -> list[tuple[str, str, str, list[tuple[dict, float]]]]:

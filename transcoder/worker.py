@@ -147,12 +147,18 @@ class AacTranscoder:
             frame.pts, frame.time_base = self.samples, enc.time_base
             self.samples += frame.samples
         for p in enc.encode(frame):
-            # Sample-exact clock, converted to ms at this one place.
-            ms = self.base_ms + max(0, int(p.pts)) * 1000 // enc.sample_rate
+            # Sample-exact clock, converted to ms at this one place (floored).
+            # The encoder's priming frame has pts -1024: it is stamped before
+            # the first input so every later frame keeps the source's timing
+            # (clamped to 0 it would delay the whole track by one frame).
+            ms = self.base_ms + int(p.pts) * 1000 // enc.sample_rate
             self.emit(Message(T_OUT_FRAME, track=TRACK_AUDIO, flags=F_KEYFRAME, dts=ms, pts=ms, payload=bytes(p)))
 
     def _drain(self) -> None:
         if self.encoder is not None:
+            if self.fifo.samples:
+                # The tail shorter than a frame (FFmpeg's AAC encoder takes a small last frame).
+                self._encode_frame(self.fifo.read())
             self._encode_frame(None)
         self.encoder = None
         self.base_ms = None
