@@ -11,7 +11,9 @@ import asyncio
 import logging
 import os
 import smtplib
+import socket
 import ssl
+import threading
 import time
 import uuid
 from email.message import EmailMessage
@@ -27,6 +29,49 @@ OUTBOX = "outbox"
 
 class MailError(Exception):
     """The mail could not be handed to the server or written to the outbox."""
+
+
+class _Cutoff:
+    """Lets the event loop end an SMTP session running in a thread: expire()
+    shuts its socket down, so a blocked read returns at once and the thread
+    finishes; a socket made after expire() is closed before any use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._expired = False
+        self._smtp: smtplib.SMTP | None = None
+        self._raw: socket.socket | None = None
+
+    def attach(self, smtp: smtplib.SMTP, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            if self._expired:
+                sock.close()
+                raise smtplib.SMTPServerDisconnected("mail session past its deadline")
+            self._smtp, self._raw = smtp, sock
+        return sock
+
+    def expire(self) -> None:
+        with self._lock:
+            self._expired = True
+            # After STARTTLS smtp.sock is the TLS socket (the raw one detached).
+            sock = getattr(self._smtp, "sock", None) or self._raw
+        if sock is not None:
+            try:
+                # The OS-level shutdown only: safe from another thread.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _CutoffSMTP(smtplib.SMTP):
+    """smtplib.SMTP whose socket is registered with a _Cutoff."""
+
+    def __init__(self, cutoff: _Cutoff, *args, **kwargs) -> None:
+        self._cutoff = cutoff
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host, port, timeout):
+        return self._cutoff.attach(self, super()._get_socket(host, port, timeout))
 
 
 class Mailer:
@@ -59,18 +104,23 @@ class Mailer:
             path = await asyncio.to_thread(self._write_outbox, message)
             log.warning("no SMTP server configured: mail %r to %s written to %s", subject, to, path)
             return str(path)
+        cutoff = _Cutoff()
         try:
-            # The thread's own socket timeout ends it; wait_for adds a margin
-            # so the request gives up even if the thread is slow to notice.
-            await asyncio.wait_for(asyncio.to_thread(self._smtp_send, message), self.timeout_s * 3 + 1)
+            # The socket timeout bounds each read; wait_for bounds the whole
+            # session, and on expiry the cutoff shuts the socket down so the
+            # thread ends too (audit: a server trickling an endless multi-line
+            # reply, each line within the timeout, would otherwise hold a
+            # default-executor thread, shared with the segment writes, forever).
+            await asyncio.wait_for(asyncio.to_thread(self._smtp_send, message, cutoff), self.timeout_s * 3 + 1)
         except (OSError, smtplib.SMTPException, asyncio.TimeoutError) as exc:
+            cutoff.expire()
             log.error("mail %r to %s failed: %s", subject, to, type(exc).__name__)
             raise MailError(str(exc)) from None
         log.info("mail %r sent to %s", subject, to)
         return "sent"
 
-    def _smtp_send(self, message: EmailMessage) -> None:
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as smtp:
+    def _smtp_send(self, message: EmailMessage, cutoff: "_Cutoff | None" = None) -> None:
+        with _CutoffSMTP(cutoff or _Cutoff(), self.host, self.port, timeout=self.timeout_s) as smtp:
             if self.starttls:
                 smtp.starttls(context=ssl.create_default_context())
             if self.username:

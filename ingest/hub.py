@@ -6,7 +6,8 @@ Consumer has a queue bounded in items and bytes; when a frame would not fit,
 the consumer's queued frames are discarded and it skips forward to the next
 video keyframe (the next frame for audio-only streams). Control items
 (StreamStart, CodecConfig, StreamEnd) are never discarded; configs made
-obsolete by a skip are collapsed so they cannot pile up either.
+obsolete by a skip are collapsed, and a queued session left with no frames
+(start, configs, end) is dropped whole, so they cannot pile up either.
 
 A GOP cache (the frames since the last video keyframe, audio interleaved as
 published) lets a consumer that subscribes late start on a keyframe.
@@ -161,6 +162,7 @@ class Consumer:
         kept: list[HubItem | None] = []
         latest: dict[str, int] = {}
         dropped = 0
+        start_at: int | None = None  # index in kept of a StreamStart followed by configs only
         for it in self._queue:
             if isinstance(it, Frame):
                 dropped += 1
@@ -169,8 +171,18 @@ class Consumer:
                 if it.kind in latest:
                     kept[latest[it.kind]] = None
                 latest[it.kind] = len(kept)
+            elif (isinstance(it, StreamEnd) and start_at is not None
+                    and kept[start_at].session_id == it.session_id):
+                # Audit: a whole session with its frames gone (start, configs,
+                # end) describes nothing; dropping it keeps a publisher that
+                # reconnects again and again from growing a stalled queue.
+                del kept[start_at:]
+                latest.clear()
+                start_at = None
+                continue
             else:
                 latest.clear()
+            start_at = len(kept) if isinstance(it, StreamStart) else start_at if isinstance(it, CodecConfig) else None
             kept.append(it)
         self._queue = deque(it for it in kept if it is not None)
         self._bytes = sum(_size(it) for it in self._queue)

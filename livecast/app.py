@@ -37,6 +37,12 @@ from origin.watch import add_watch_routes
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL_S = 3600.0
+# Audit: aiohttp 3.14's default keep-alive timeout is 3630 s, and it is also
+# the only deadline on a request's headers: a client that opens a connection
+# and trickles (or never sends) a request held it for an hour. 75 s is
+# nginx's keepalive_timeout; blocking playlist reloads wait inside a handler,
+# so they are not affected.
+HTTP_KEEPALIVE_TIMEOUT_S = 75.0
 
 
 def ingest_limits(rtmp: SimpleNamespace) -> IngestLimits:
@@ -63,6 +69,12 @@ def hls_settings(hls: SimpleNamespace) -> HlsSettings:
     )
 
 
+def log_task_failure(task: asyncio.Task) -> None:
+    """Done callback: log (and so retrieve) the exception of a failed task."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
 class Livecast:
     """The whole server in one process. `await start()`, then `await stop()`."""
 
@@ -81,6 +93,11 @@ class Livecast:
         self.thumbnail_pool = ThumbnailPool()
         self._transcoders: dict[str, Transcoder] = {}
         self._thumbnailers: dict[str, Thumbnailer] = {}
+        # Rooms whose thumbnail.jpg was on disk at start-up (bounded by the
+        # rooms ever live); later ones are known from their Thumbnailer. Why:
+        # thumbnail_url() runs per room of a listing, and a stat per room on
+        # the event loop is blocking file I/O per request.
+        self._thumbnail_rooms: set[str] = set()
         self._background: set[asyncio.Task] = set()
         self.http_app = web.Application(client_max_size=config.http.max_body_bytes)
         self._runner: web.AppRunner | None = None
@@ -99,6 +116,9 @@ class Livecast:
         thumbnailer = Thumbnailer(room_id, hub, self.store, self.thumbnail_pool,
                                   interval_s=t.thumbnail_interval_s, width=t.thumbnail_width)
         thumbnailer.start()
+        previous = self._thumbnailers.get(room_id)
+        if previous is not None and previous.written:
+            self._thumbnail_rooms.add(room_id)  # its file stays on disk: keep linking it
         self._thumbnailers[room_id] = thumbnailer
         # Every live gets a transcoder when its audio is not AAC (Opus): the
         # ladder's, or an audio-only one (issue 5: AAC in every rendition).
@@ -183,9 +203,17 @@ class Livecast:
         ]
 
     def thumbnail_url(self, room_id: str) -> str | None:
-        if self.store.valid_id(room_id) and (self.store.room_dir(room_id) / THUMBNAIL_FILE).is_file():
+        # No stat here (audit: per-request file I/O on the loop): the set
+        # scanned at start plus the thumbnails written since.
+        thumbnailer = self._thumbnailers.get(room_id)
+        if room_id in self._thumbnail_rooms or (thumbnailer is not None and thumbnailer.written):
             return f"{self.public_url}/live/{room_id}/thumbnail.jpg"
         return None
+
+    def _scan_thumbnails(self) -> set[str]:
+        """Blocking: rooms with a thumbnail on disk (run in a thread at start)."""
+        root = self.store.root
+        return {p.parent.name for p in root.glob(f"*/{THUMBNAIL_FILE}") if self.store.valid_id(p.parent.name)}
 
     @property
     def public_url(self) -> str:
@@ -236,12 +264,14 @@ class Livecast:
         reset = await reset_crashed_lives(self.db)
         if reset:
             log.warning("%d live(s) left on air by a crash were reset to idle", reset)
+        self._thumbnail_rooms = await asyncio.to_thread(self._scan_thumbnails)
         await self.rtmp.start(self.config.rtmp.host, self.config.rtmp.port)
         # The API's URLs need the listener's port (port 0 in tests): bind the
         # socket first, then build the routes, then serve on it.
         self._http_socket = socket.create_server((self.config.http.host, self.config.http.port))
         self._build_http()
-        self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False,
+                                   keepalive_timeout=HTTP_KEEPALIVE_TIMEOUT_S)
         await self._runner.setup()
         self._site = web.SockSite(self._runner, self._http_socket)
         await self._site.start()
@@ -251,6 +281,9 @@ class Livecast:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        # Audit: a failure in a background task (e.g. the database query of
+        # _start_transcoder) must be logged, not lost with the task.
+        task.add_done_callback(log_task_failure)
 
     async def _housekeeping(self, every_s: float = HOUSEKEEPING_INTERVAL_S) -> None:
         """Expired login and mail tokens are deleted once an hour."""

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 from aiohttp import web
 
-from livecast.app import hls_settings
+from livecast.app import HTTP_KEEPALIVE_TIMEOUT_S, hls_settings
 from livecast.config import data_dir as config_data_dir
 from livecast.http import add_service_routes
 from origin.files import FileOutputs
@@ -85,7 +85,8 @@ class OriginServer:
         try:
             self._http_socket = socket.create_server((self.config.http.host, self.config.http.port))
             self._build_http()
-            self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
+            self._runner = web.AppRunner(self.http_app, access_log=None, handle_signals=False,
+                                           keepalive_timeout=HTTP_KEEPALIVE_TIMEOUT_S)
             await self._runner.setup()
             await web.SockSite(self._runner, self._http_socket).start()
         except BaseException:

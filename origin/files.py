@@ -170,7 +170,12 @@ class FileOutputs:
         def find() -> set[tuple[str, str]]:
             return {(p.parent.parent.name, p.parent.name) for p in root.glob(f"*/*/{STATE_FILE}")}
 
-        found = await asyncio.to_thread(find)
+        try:
+            found = await asyncio.to_thread(find)
+        except OSError:
+            # Audit: this runs as a fire-and-forget task; its failure is logged here.
+            log.exception("rescanning %s failed", root)
+            return
         known = {(r, n) for r, rooms in self._outputs.items() for n in rooms}
         for key in found | known:  # known but gone: the reload drops it
             self._wake(key)

@@ -128,6 +128,13 @@ class Thumbnailer:
         self._consumer = self.hub.subscribe(f"thumbnails:{self.room_id}", max_items=self.consumer_max_items,
                                             max_bytes=self.consumer_max_bytes)
         self._task = asyncio.create_task(self._run(), name=f"thumbnails:{self.room_id}")
+        # Audit: a crash of the loop is logged when it happens (stop() at
+        # shutdown would only re-raise it into a gather that ignores it).
+        self._task.add_done_callback(self._log_failure)
+
+    def _log_failure(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: thumbnailer failed", self.room_id, exc_info=task.exception())
 
     async def wait(self) -> None:
         if self._task is not None:

@@ -131,6 +131,14 @@ class Transcoder:
                                             max_items=self.settings.consumer_max_items,
                                             max_bytes=self.settings.consumer_max_bytes)
         self._task = asyncio.create_task(self._run(), name=f"transcoder:{self.room_id}")
+        # Audit: a crash of the supervisor is logged when it happens, not
+        # only surfaced (or swallowed by a gather) when someone calls stop().
+        self._task.add_done_callback(self._log_failure)
+
+    def _log_failure(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: transcoder failed", self.room_id, exc_info=task.exception())
+            self.state = "failed"
 
     async def wait(self) -> None:
         if self._task is not None:
@@ -337,7 +345,13 @@ class Transcoder:
                 self._sent_at.append((self._seq, time.monotonic()))
                 self._proc.stdin.write(encode(Message(msg.type, msg.track, msg.flags, msg.dts, msg.pts,
                                                       self._seq, msg.payload)))
-                await self._proc.stdin.drain()
+                try:
+                    # Audit: a worker that stops reading fills the pipe; the
+                    # drain is bounded like the wait for acknowledgements.
+                    async with asyncio.timeout(self.settings.stall_timeout_s):
+                        await self._proc.stdin.drain()
+                except TimeoutError:
+                    raise _WorkerGone(f"worker did not read its input for {self.settings.stall_timeout_s} s") from None
                 self._check_lag()
                 return
             except (_WorkerGone, ConnectionError, BrokenPipeError) as exc:
@@ -450,6 +464,12 @@ class Transcoder:
                     self._on_output(msg)
         except ProtocolError as exc:
             log.error("%s: transcode worker %d broke the protocol: %s", self.room_id, proc.pid, exc)
+            proc.kill()
+        except Exception:
+            # Audit: a bug of ours handling the worker's output would
+            # otherwise vanish in _stop_worker's gather(return_exceptions=True)
+            # and show only as silent worker restarts.
+            log.exception("%s: handling transcode worker %d output failed", self.room_id, proc.pid)
             proc.kill()
         finally:
             self._progress.set()
