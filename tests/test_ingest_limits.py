@@ -61,6 +61,13 @@ async def make_server():
         await srv.stop()
 
 
+async def wait_until(pred, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
 async def publisher(srv: RtmpServer, key: str = "good") -> tuple[RtmpTestClient, dict]:
     c = RtmpTestClient("127.0.0.1", srv.port)
     await c.open()
@@ -70,12 +77,13 @@ async def publisher(srv: RtmpServer, key: str = "good") -> tuple[RtmpTestClient,
     return c, status
 
 
-async def test_handshake_deadline_cuts_a_slowloris(make_server):
+async def test_handshake_deadline_cuts_a_slowloris(make_server, caplog):
+    caplog.set_level(logging.DEBUG, "ingest.server")
     srv, _, _ = await make_server(handshake_timeout=1.0)
     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
     start = time.monotonic()
     closed_at = None
-    for i in range(20):  # one byte every 0.25 s: would take 13 min to finish C0+C1
+    for i in range(40):  # one byte every 0.25 s: would take 13 min to finish C0+C1
         try:
             writer.write(b"\x03" if i == 0 else b"\x00")
             await writer.drain()
@@ -90,20 +98,26 @@ async def test_handshake_deadline_cuts_a_slowloris(make_server):
             break
     writer.close()
     assert closed_at is not None
-    assert 0.9 <= closed_at - start <= 2.5
-    await asyncio.sleep(0.05)
-    assert srv.connection_count == 0
+    # Cut by the handshake deadline (the reason says so), not before it and
+    # not by anything later: the trickle itself never stalls for 1 s. The
+    # upper bound is the deadline plus slack for a loaded machine.
+    assert closed_at - start >= 0.9
+    assert closed_at - start <= 1.0 + 2.0
+    await wait_until(lambda: srv.connection_count == 0)
+    assert "closing: handshake timeout" in caplog.text
 
 
-async def test_connect_and_never_publish_is_cut(make_server):
+async def test_connect_and_never_publish_is_cut(make_server, caplog):
+    caplog.set_level(logging.DEBUG, "ingest.server")
     srv, auth, _ = await make_server(publish_timeout=0.5)
     c = RtmpTestClient("127.0.0.1", srv.port)
     await c.open()
     res = await c.connect()
     assert res.args[0]["code"] == "NetConnection.Connect.Success"
     start = time.monotonic()
-    assert await c.wait_closed(3)
-    assert 0.4 <= time.monotonic() - start <= 2.0
+    assert await c.wait_closed(5)
+    assert time.monotonic() - start >= 0.4  # not before the deadline
+    assert "closing: no publish before the deadline" in caplog.text  # and by it
     assert auth.ended_calls == []
     await c.close()
 
@@ -120,16 +134,16 @@ async def test_first_media_deadline(make_server):
 
 
 async def test_idle_read_timeout_ends_the_publish(make_server):
-    srv, auth, _ = await make_server(idle_timeout=0.6)
+    srv, auth, _ = await make_server(idle_timeout=1.0)
     c, status = await publisher(srv)
     assert status["code"] == "NetStream.Publish.Start"
-    for ts in range(0, 500, 100):  # traffic keeps it alive past the timeout
+    start = time.monotonic()
+    for ts in range(0, 800, 100):  # traffic every 0.15 s keeps it alive past the timeout
         await c.send_media("audio", ts, AAC_SEQUENCE_HEADER)
         await asyncio.sleep(0.15)
-    assert not auth.ended_calls
-    start = time.monotonic()
-    assert await c.wait_closed(3)
-    assert time.monotonic() - start <= 2.0
+    assert time.monotonic() - start > 1.0  # the traffic did outlast one idle timeout
+    assert not auth.ended_calls, auth.ended_calls
+    assert await c.wait_closed(5)
     await auth.wait_ended()
     assert auth.ended_calls[0][2] == "idle timeout"
     await c.close()
@@ -138,8 +152,7 @@ async def test_idle_read_timeout_ends_the_publish(make_server):
 async def test_per_address_connection_limit(make_server):
     srv, _, _ = await make_server(max_connections_per_address=3)
     socks = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(3)]
-    await asyncio.sleep(0.1)
-    assert srv.connection_count == 3
+    await wait_until(lambda: srv.connection_count == 3)
     r, w = await asyncio.open_connection("127.0.0.1", srv.port)
     try:
         async with asyncio.timeout(2):
@@ -150,8 +163,7 @@ async def test_per_address_connection_limit(make_server):
     assert srv.connection_count == 3
     for _, w in socks:
         w.close()
-    await asyncio.sleep(0.2)
-    assert srv.connection_count == 0
+    await wait_until(lambda: srv.connection_count == 0)
     c = RtmpTestClient("127.0.0.1", srv.port)  # slots are free again
     await c.open()
     await c.close()
@@ -160,7 +172,7 @@ async def test_per_address_connection_limit(make_server):
 async def test_total_connection_limit(make_server):
     srv, _, _ = await make_server(max_connections=2)
     socks = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(2)]
-    await asyncio.sleep(0.1)
+    await wait_until(lambda: srv.connection_count == 2)
     r, w = await asyncio.open_connection("127.0.0.1", srv.port)
     try:
         async with asyncio.timeout(2):
@@ -184,7 +196,7 @@ async def test_failed_publishes_are_limited_even_when_clients_leave_fast(make_se
     async with asyncio.timeout(5):
         while len(auth.authorized) < 3:
             await asyncio.sleep(0.02)
-    await asyncio.sleep(0.1)
+    await wait_until(lambda: srv.failures.blocked("127.0.0.1"))  # the third refusal is recorded
     c = RtmpTestClient("127.0.0.1", srv.port)
     await c.open()
     res = await c.connect()
@@ -273,10 +285,9 @@ async def test_authorize_timeout_refuses_instead_of_hanging(make_server):
         await release.wait()
 
     auth.authorize = slow
-    start = time.monotonic()
-    c, status = await publisher(srv)
+    c, status = await publisher(srv)  # its own 5 s reply timeout: the authority never answers
     assert status["level"] == "error" and status["code"] == "NetStream.Publish.Denied"
-    assert time.monotonic() - start < 2
+    assert not release.is_set()  # refused by the timeout, not because the authority answered
     assert await c.wait_closed(3)
     await c.close()
     release.set()

@@ -27,34 +27,44 @@ def free_port() -> int:
 
 
 async def start_nginx(tmp_path: Path, origin_port: int) -> tuple[asyncio.subprocess.Process, int]:
-    port = free_port()
-    text = CONFIG.read_text()
-    for placeholder, value in {
-        "PID_FILE": str(tmp_path / "nginx.pid"),
-        "ERROR_LOG": str(tmp_path / "nginx-error.log"),
-        "CACHE_DIR": str(tmp_path / "cache"),
-        "ORIGIN": f"127.0.0.1:{origin_port}",
-        "LISTEN": f"127.0.0.1:{port}",
-    }.items():
-        text = text.replace(placeholder, value)
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(text)
-    # Run in the foreground; as root, the workers must be able to write the
-    # cache under the test's private tmp dir.
-    globals_ = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
-    proc = await asyncio.create_subprocess_exec(
-        "nginx", "-e", str(tmp_path / "nginx-error.log"), "-p", str(tmp_path), "-c", str(conf), "-g", globals_,
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    for _ in range(100):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return proc, port
-        except OSError:
-            await asyncio.sleep(0.05)
-    await stop_process(proc)
-    raise AssertionError("nginx did not start: " + (tmp_path / "nginx-error.log").read_text())
+    # nginx cannot listen on port 0 and say which port it got: take a free
+    # port from the OS, and try again should another process grab it first.
+    for _attempt in range(3):
+        port = free_port()
+        text = CONFIG.read_text()
+        for placeholder, value in {
+            "PID_FILE": str(tmp_path / "nginx.pid"),
+            "ERROR_LOG": str(tmp_path / "nginx-error.log"),
+            "CACHE_DIR": str(tmp_path / "cache"),
+            "ORIGIN": f"127.0.0.1:{origin_port}",
+            "LISTEN": f"127.0.0.1:{port}",
+        }.items():
+            text = text.replace(placeholder, value)
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(text)
+        # Run in the foreground; as root, the workers must be able to write the
+        # cache under the test's private tmp dir.
+        globals_ = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+        proc = await asyncio.create_subprocess_exec(
+            "nginx", "-e", str(tmp_path / "nginx-error.log"), "-p", str(tmp_path), "-c", str(conf), "-g", globals_,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while proc.returncode is None and loop.time() < deadline:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            if proc.returncode is None:  # ours, not another process on that port
+                return proc, port
+        await stop_process(proc)
+        log = (tmp_path / "nginx-error.log").read_text() if (tmp_path / "nginx-error.log").exists() else ""
+        if "Address already in use" not in log:
+            raise AssertionError("nginx did not start: " + log)
+    raise AssertionError("nginx found no free port")
 
 
 async def test_blocking_reload_through_the_edge_reaches_the_origin_once(server, live, tmp_path):

@@ -277,6 +277,14 @@ async def wait_master(http, base: str, names: set[str], timeout: float = 20) -> 
     raise AssertionError(f"master.m3u8 never listed {sorted(names)}: {variants}")
 
 
+async def packaged_seconds(http, base: str) -> float:
+    """Seconds of complete segments the source playlist lists."""
+    status, body = await fetch(http, f"{base}source/index.m3u8")
+    if status != 200:
+        return 0.0
+    return sum(float(line[8:].split(",", 1)[0]) for line in body.decode().splitlines() if line.startswith("#EXTINF:"))
+
+
 async def ended_media(http, base: str, rendition: str, timeout: float = 30) -> bytes:
     """The rendition's init segment and every segment, once its playlist has ENDLIST."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -435,7 +443,13 @@ async def test_aac_source_without_a_ladder_rendition_starts_no_worker(tmp_path, 
         async with aiohttp.ClientSession() as http:
             variants = await wait_master(http, base, {"source"})
             assert "mp4a.40.2" in variants["source"]["codecs"]
-            await asyncio.sleep(1.0)  # well past the first frames, where a worker would start
+            # Well past the first frames, where a worker would start: a
+            # further second of media packaged after the master listed the source.
+            first = await packaged_seconds(http, base)
+            deadline = asyncio.get_running_loop().time() + 30
+            while await packaged_seconds(http, base) < first + 1.0:
+                assert asyncio.get_running_loop().time() < deadline, "the source stopped being packaged"
+                await asyncio.sleep(0.1)
             status = transcoder_status(app, demo.room_id)
             if transcode["enabled"]:
                 assert status["state"] == "not_needed" and status["pid"] is None

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -232,6 +231,7 @@ async def get_text(http: aiohttp.ClientSession, url: str) -> tuple[int, str, flo
 
 
 HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="seg(\d+)\.(\d+)\.m4s"')
+LISTED_PART = re.compile(r'#EXT-X-PART:[^\n]*URI="([^"]+)"')
 
 
 @pytest.mark.slow
@@ -243,7 +243,6 @@ async def test_origin_server_serves_what_serve_packages(server, live):
     try:
         main = f"http://127.0.0.1:{server.http_port}/live/{room}"
         second = f"http://127.0.0.1:{origin.http_port}/live/{room}"
-        timeout = origin.outputs.settings.blocking_timeout_ms / 1000
         async with aiohttp.ClientSession() as http:
             # Tune in: 404 until the publisher is on (as on the main origin).
             deadline = time.monotonic() + 15
@@ -251,26 +250,27 @@ async def test_origin_server_serves_what_serve_packages(server, live):
                 assert got[0] == 404 and time.monotonic() < deadline, got
                 await asyncio.sleep(0.1)
             text = got[1]
-            lags, waits, same = [], [], 0
+            same = 0
+            reloads = origin.outputs.reloads
             for _ in range(8):
                 msn, part = map(int, HINT.search(text).groups())
+                hinted = f"seg{msn}.{part}.m4s"
+                assert hinted not in LISTED_PART.findall(text)  # only hinted so far
                 query = f"/source/index.m3u8?_HLS_msn={msn}&_HLS_part={part}"
-                t0 = time.monotonic()
-                (s1, text1, t1), (s2, text, t2) = await asyncio.gather(
+                (s1, text1, _), (s2, text, _) = await asyncio.gather(
                     get_text(http, main + query), get_text(http, second + query))
+                # Both answer when the part is written (a 503 would be the
+                # blocking timeout): the in-process one from the packager's
+                # notify, the other from the inotify event on state.json.
                 assert s1 == s2 == 200, (text1, text)
-                # Both answer when the part is written: the in-process one
-                # from the packager's notify, the other from the inotify event.
-                assert t2 - t0 < timeout / 2
-                lags.append(t2 - t1)
-                waits.append(t1 - t0)
+                for answer in (text1, text):  # held until the hinted part (or the next segment's first) was listed
+                    listed = LISTED_PART.findall(answer)
+                    assert hinted in listed or f"seg{msn + 1}.0.m4s" in listed, answer
                 if HINT.search(text1) and HINT.search(text1).groups() == HINT.search(text).groups():
                     assert text1 == text  # same MSN and part: the same playlist, byte for byte
                     same += 1
-            assert same >= 4, lags
-            assert statistics.median(waits) > 0.03, waits  # the requests were really held
-            assert statistics.median(lags) < 0.15, lags
-            assert max(lags) < 1.0, lags
+            assert same >= 4
+            assert origin.outputs.reloads > reloads  # the second origin followed the files it was told about
 
             status, master, _ = await get_text(http, f"{second}/master.m3u8")
             _, master1, _ = await get_text(http, f"{main}/master.m3u8")

@@ -144,9 +144,8 @@ async def test_blocking_reload_returns_when_the_part_is_written(live):
     await asyncio.sleep(0.3)
     assert not req.done()  # held: the part does not exist yet
     feed.feed(frames(1.0, t0=500 + 1500))
-    t_fed = time.monotonic()
     r = await asyncio.wait_for(req, 5)
-    assert time.monotonic() - t_fed < 2
+    # Released by the part, not by the blocking timeout (that would be a 503).
     assert r.status == 200
     assert r.headers["Cache-Control"] == f"public, max-age={6 * SETTINGS.playlist_target_duration_s}"
     pl = m3u8.loads(await r.text())
@@ -322,14 +321,15 @@ async def test_part_far_ahead_is_404_at_once_and_not_held(live):
     feed.feed(frames(1.5))
     await until(out, lambda: out.playlist is not None and out.playlist.last_part() is not None)
     msn, _ = out.playlist.last_part()
-    t0 = time.monotonic()
     for name in (f"seg{msn}.{out.playlist.advance_part_limit() + 40}.m4s", f"seg{msn + 5}.0.m4s", f"seg{msn + 5}.m4s",
                  "init-999.mp4"):
+        t0 = time.monotonic()
         r = await client.get(f"{BASE}/source/{name}")
+        # Not held: a held request could not be answered before the blocking timeout.
+        assert time.monotonic() - t0 < SETTINGS.blocking_timeout_ms / 1000, name
         assert r.status == 404, name
         assert r.headers["Cache-Control"] == f"public, max-age={SETTINGS.playlist_target_duration_s}"
         assert (await r.json())["error"] == "not_found"
-    assert time.monotonic() - t0 < 1
 
 
 async def test_file_that_left_the_window_is_served_from_disk_until_deleted(tmp_path, configs):

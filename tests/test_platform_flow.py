@@ -95,8 +95,9 @@ async def test_signup_to_publish_to_block_and_back(tmp_path):
             status, body = await call(http, "PUT", f"{base}/api/v1/admin/lives/{live_id}/state", admin,
                                       {"live_state": "blocked"})
             assert status == 200, body
-            await asyncio.wait_for(publisher.wait(), 5)
-            assert loop.time() - started < 1.0 + 0.5  # 1 s, plus the HTTP round trip on a loaded machine
+            assert body["publisher_dropped"] is True  # the block itself cut the publisher
+            await asyncio.wait_for(publisher.wait(), 10)
+            assert loop.time() - started < 1.0 + 2.0  # 1 s, plus slack for a loaded machine
             await stop_process(publisher)
 
             # Every publish with the key is refused while blocked...

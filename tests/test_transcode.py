@@ -137,6 +137,14 @@ def decode_rendition(items: list) -> list[av.VideoFrame]:
     return out + dec.decode(None)
 
 
+async def until(pred, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -228,17 +236,12 @@ async def test_killed_worker_is_restarted_and_output_resumes():
     hub.publish(video[0])
     for f in frames[:45]:
         hub.publish(f)
-    for _ in range(200):
-        await asyncio.sleep(0.05)
-        if len(sink.items.get("240p", [])) > 30:
-            break
+    await until(lambda: len(sink.items.get("240p", [])) > 30, 30)  # the worker is producing
     first_pid = tc.pid
     assert first_pid is not None
     os.kill(first_pid, 9)
-    for _ in range(100):
-        await asyncio.sleep(0.02)
-        if tc._reader_task is not None and tc._reader_task.done():
-            break
+    # The crash is noticed before the rest of the source comes.
+    await until(lambda: tc._reader_task is not None and tc._reader_task.done(), 10)
     for f in frames[45:]:
         hub.publish(f)
     hub.close()
@@ -262,10 +265,7 @@ async def test_stop_leaves_no_worker_process():
     tc = Transcoder("room1", hub, parse_ladder("240p:240:300"), TranscodeSettings(), sink)
     tc.start()
     publish_all(hub, video)
-    for _ in range(200):
-        await asyncio.sleep(0.02)
-        if tc.pid is not None:
-            break
+    await until(lambda: tc.pid is not None, 30)
     pid = tc.pid
     assert pid is not None and alive(pid)
     await tc.stop()
