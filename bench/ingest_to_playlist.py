@@ -11,7 +11,7 @@ copy` of a file encoded once (640x360, 30 fps, 1 s GOP), so no encoder
 competes for the CPU. Frames are matched to parts by the decode times in
 each part's video `tfdt`/`trun` (the part is fetched like a player would).
 
-Goal (issue 3): median below part target + 50 ms.
+Goal: median below part target + 50 ms.
 
     .venv/bin/python bench/ingest_to_playlist.py --part-targets 200 250 --seconds 30
 """

@@ -121,7 +121,7 @@ class Livecast:
             self._thumbnail_rooms.add(room_id)  # its file stays on disk: keep linking it
         self._thumbnailers[room_id] = thumbnailer
         # Every live gets a transcoder when its audio is not AAC (Opus): the
-        # ladder's, or an audio-only one (issue 5: AAC in every rendition).
+        # ladder's, or an audio-only one, so every rendition carries AAC.
         self._spawn(self._start_transcoder(room_id, hub, source))
 
     async def _start_transcoder(self, room_id: str, hub, source) -> None:

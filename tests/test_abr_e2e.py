@@ -1,4 +1,4 @@
-"""The ABR ladder end to end, through the real server (issue 5): a 1080p
+"""The ABR ladder end to end, through the real server: a 1080p
 publish from the ffmpeg CLI yields the configured renditions, which decode at
 their sizes, keep their bitrates, start segments and independent parts at the
 same media times, report each other, play in Chromium with hls.js (one forced

@@ -1,5 +1,5 @@
-"""An Opus source gets AAC in every rendition, `source` included (issue 5:
-"a non-AAC source is transcoded to AAC once"): the source rendition's input
+"""An Opus source gets AAC in every rendition, `source` included (a
+non-AAC source is transcoded to AAC once): the source rendition's input
 (transcoder/source_audio.py SourceInput) swaps the hub's Opus for the
 transcoder's AAC, keeping the source's video untouched; a live without a
 ladder rendition gets an audio-only worker for it; an AAC live never starts

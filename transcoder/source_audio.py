@@ -1,7 +1,7 @@
 """The source rendition's input: the live's StreamHub items, with the
 publisher's audio replaced by the transcoder's AAC when it is not AAC
-(issue 5: "a non-AAC source is transcoded to AAC once", and the `source`
-rendition gets that AAC too; docs/abr.md "Audio").
+(a non-AAC source is transcoded to AAC once, and every rendition,
+`source` included, carries that AAC; docs/abr.md "Audio").
 
 The packager of `source` reads a `SourceInput` like any hub consumer
 (`async get()`, None at the end). For an AAC live it is a plain pass-through.
