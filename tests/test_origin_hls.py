@@ -44,16 +44,23 @@ def configs():
     return vc, ac
 
 
-@pytest.fixture
-async def live(tmp_path, configs):
+async def start_origin(tmp_path, settings=SETTINGS):
+    """An origin on 127.0.0.1 serving one packager fed by the test: (store,
+    service, client, feed, out of the room's source rendition)."""
     store = SegmentStore(tmp_path / "hls")
-    service = PackagingService(store, SETTINGS)
+    service = PackagingService(store, settings)
     app = web.Application()
     add_hls_routes(app, service)
     client = TestClient(TestServer(app, host="127.0.0.1", port=0))
     await client.start_server()
     feed = FeedConsumer()
     out = service.start_rendition(ROOM, "source", feed)
+    return store, service, client, feed, out
+
+
+@pytest.fixture
+async def live(tmp_path, configs):
+    _, service, client, feed, out = await start_origin(tmp_path)
     feed.feed([StreamStart(1, 1), *configs])
     try:
         yield client, feed, out
@@ -334,13 +341,7 @@ async def test_part_far_ahead_is_404_at_once_and_not_held(live):
 
 async def test_file_that_left_the_window_is_served_from_disk_until_deleted(tmp_path, configs):
     settings = dataclasses.replace(SETTINGS, window_segments=3, delete_grace_s=60)
-    service = PackagingService(SegmentStore(tmp_path / "hls"), settings)
-    app = web.Application()
-    add_hls_routes(app, service)
-    client = TestClient(TestServer(app, host="127.0.0.1", port=0))
-    await client.start_server()
-    feed = FeedConsumer()
-    out = service.start_rendition(ROOM, "source", feed)
+    _, service, client, feed, out = await start_origin(tmp_path, settings)
     try:
         feed.feed([StreamStart(1, 1), *configs, *frames(6.0)])
         await until(out, lambda: out.playlist is not None and out.playlist.media_sequence >= 2)
@@ -378,14 +379,7 @@ async def eventually(pred, timeout=10.0):
 async def start_ended_live(tmp_path, configs, keep_s):
     """A live that publishes 2.5 s and ends for good, with ended_keep_s=keep_s."""
     settings = dataclasses.replace(SETTINGS, ended_keep_s=keep_s)
-    store = SegmentStore(tmp_path / "hls")
-    service = PackagingService(store, settings)
-    app = web.Application()
-    add_hls_routes(app, service)
-    client = TestClient(TestServer(app, host="127.0.0.1", port=0))
-    await client.start_server()
-    feed = FeedConsumer()
-    out = service.start_rendition(ROOM, "source", feed)
+    store, service, client, feed, out = await start_origin(tmp_path, settings)
     feed.feed([StreamStart(1, 1), *configs, *frames(2.5), StreamEnd(1, 1, "unpublish"), None])
     await until(out, lambda: out.done)
     await asyncio.sleep(0.1)  # the packager task returns right after `done`
